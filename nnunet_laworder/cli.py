@@ -1,0 +1,37 @@
+"""``nnunet-laworder``: the plugin's command line. Each capability registers its own subcommands."""
+import argparse
+import sys
+
+from nnunet_laworder.errors import InputError
+
+
+def _registrars():
+    from nnunet_laworder.conversion.cli import register as convert
+    from nnunet_laworder.demo.cli import register as demo
+    from nnunet_laworder.evaluation.cli import register as complexity
+    from nnunet_laworder.planning.cli import register as plans
+    from nnunet_laworder.training.cli import register as env
+    return env, plans, convert, complexity, demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-laworder",
+        description="ORDER / MK-UNet architectures and trainers and the LAW synthetic-data stage for nnU-Net v2.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _registrars():
+        register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except InputError as e:
+        print(f"nnunet-laworder {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""MK-UNet building blocks, dimension-generic through an injected ``conv_op`` (Conv2d or Conv3d).
+
+Read from the public MK-UNet description (Rahman & Marculescu, 2025): multi-kernel depthwise convs inside an
+inverted residual block, CBAM-style channel and spatial attention, and a grouped attention gate on the skips.
+Norms and activations are injected the way dynamic-network-architectures does it, so the same classes build
+2D and 3D networks from an nnU-Net plans ``architecture`` block.
+"""
+from math import gcd
+from typing import Sequence, Type
+
+import torch
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, *spatial = x.shape
+    return x.view(b, groups, c // groups, *spatial).transpose(1, 2).reshape(b, c, *spatial)
+
+
+def adaptive_pool_op(conv_op: Type[_ConvNd], kind: str) -> Type[nn.Module]:
+    """AdaptiveAvgPool{2,3}d / AdaptiveMaxPool{2,3}d matching ``conv_op``."""
+    dim = convert_conv_op_to_dim(conv_op)
+    return getattr(nn, f"Adaptive{kind.capitalize()}Pool{dim}d")
+
+
+class ConvNormAct(nn.Sequential):
+    """conv -> norm -> activation (activation optional)."""
+
+    def __init__(self, conv_op, norm_op, norm_op_kwargs, in_channels, out_channels, kernel_size=1, groups=1,
+                 nonlin: Type[nn.Module] = None):
+        layers = [conv_op(in_channels, out_channels, kernel_size, 1, kernel_size // 2, groups=groups, bias=False),
+                  norm_op(out_channels, **(norm_op_kwargs or {}))]
+        if nonlin is not None:
+            layers.append(nonlin(inplace=True))
+        super().__init__(*layers)
+
+
+class MultiKernelDepthwiseConv(nn.Module):
+    """Parallel depthwise convs with several kernel sizes on the same input; their outputs are summed."""
+
+    def __init__(self, conv_op, norm_op, norm_op_kwargs, channels: int, kernel_sizes: Sequence[int] = (1, 3, 5)):
+        super().__init__()
+        self.dwconvs = nn.ModuleList(
+            ConvNormAct(conv_op, norm_op, norm_op_kwargs, channels, channels, k, groups=channels, nonlin=nn.ReLU6)
+            for k in kernel_sizes)
+
+    def forward(self, x):
+        return sum(conv(x) for conv in self.dwconvs)
+
+
+class MKIRBlock(nn.Module):
+    """Multi-kernel inverted residual block: 1x1 expand -> MKDC -> channel shuffle -> 1x1 project (+ residual)."""
+
+    def __init__(self, conv_op, norm_op, norm_op_kwargs, in_channels: int, out_channels: int,
+                 expansion_factor: int = 2, kernel_sizes: Sequence[int] = (1, 3, 5)):
+        super().__init__()
+        expanded = in_channels * expansion_factor
+        self.expand = ConvNormAct(conv_op, norm_op, norm_op_kwargs, in_channels, expanded, 1, nonlin=nn.ReLU6)
+        self.mkdc = MultiKernelDepthwiseConv(conv_op, norm_op, norm_op_kwargs, expanded, kernel_sizes)
+        self.shuffle_groups = gcd(expanded, out_channels)
+        self.project = ConvNormAct(conv_op, norm_op, norm_op_kwargs, expanded, out_channels, 1)
+        # the reference projects the shortcut with a bare 1x1 conv (no norm) when widths differ
+        self.shortcut = nn.Identity() if in_channels == out_channels else \
+            conv_op(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x):
+        out = channel_shuffle(self.mkdc(self.expand(x)), self.shuffle_groups)
+        return self.shortcut(x) + self.project(out)
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: a shared bottleneck MLP over global average and max pooling; returns the gate."""
+
+    def __init__(self, conv_op, channels: int, ratio: int = 16):
+        super().__init__()
+        reduced = channels // min(ratio, channels)
+        self.avg_pool = adaptive_pool_op(conv_op, "avg")(1)
+        self.max_pool = adaptive_pool_op(conv_op, "max")(1)
+        self.mlp = nn.Sequential(conv_op(channels, reduced, 1, bias=False), nn.ReLU(inplace=True),
+                                 conv_op(reduced, channels, 1, bias=False))
+
+    def forward(self, x):
+        return torch.sigmoid(self.mlp(self.avg_pool(x)) + self.mlp(self.max_pool(x)))
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: a 7x7 conv over the channel mean and max; returns the gate."""
+
+    def __init__(self, conv_op, kernel_size: int = 7):
+        super().__init__()
+        self.conv = conv_op(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x):
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv(pooled))
+
+
+class GroupedAttentionGate(nn.Module):
+    """GAG(g, x) = x * sigmoid(norm(1x1(ReLU(norm(gconv(g)) + norm(gconv(x)))))): gates skip ``x`` by decoder ``g``."""
+
+    def __init__(self, conv_op, norm_op, norm_op_kwargs, channels: int, kernel_size: int = 3):
+        super().__init__()
+        inter = max(channels // 2, 1)
+        groups = inter if kernel_size > 1 else 1
+
+        def branch():
+            return nn.Sequential(conv_op(channels, inter, kernel_size, padding=kernel_size // 2, groups=groups),
+                                 norm_op(inter, **(norm_op_kwargs or {})))
+
+        self.w_g, self.w_x = branch(), branch()
+        self.psi = nn.Sequential(conv_op(inter, 1, 1), norm_op(1, **(norm_op_kwargs or {})), nn.Sigmoid())
+
+    def forward(self, g, x):
+        return x * self.psi(torch.relu(self.w_g(g) + self.w_x(x)))
+
+
+def init_reference_weights(module: nn.Module) -> None:
+    """MK-UNet's 'normal' scheme: conv weights N(0, 0.02), biases 0, norms identity."""
+    if isinstance(module, _ConvNd):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)) and \
+            module.weight is not None:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,129 @@
+"""ORDER: Optimal Region Detection with Efficient Resolution (reconstruction, see SPEC section 3).
+
+An MK-UNet whose last decoder stages that receive a skip also run *selective bidirectional skip attention*:
+decoder and skip features, average-pooled to an efficient token grid, share one similarity matrix that is
+used both ways (decoder <- skip over its rows, skip <- decoder over its columns); only the most uncertain
+decoder tokens (top ``rho``) take part, and both residual updates are scaled by a *confidence gate*
+``u * gamma``, with ``u`` the uncertainty of the stage's own deep-supervision head and ``gamma`` learned from 0,
+so an untrained ORDER computes exactly what its MK-UNet backbone computes.
+"""
+import math
+from typing import Sequence, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
+
+from nnunet_laworder.networks.mkunet import MKUNet, MKUNetDecoder, interpolation_mode
+
+# default 2D ORDER widths: the whole network (3 -> 2 channels) stays under 42K parameters
+ORDER_FEATURES = (8, 16, 24, 28, 32)
+
+
+def token_grid(spatial: Sequence[int], max_tokens: int) -> Tuple[int, ...]:
+    """Halve the largest axis (rounding up) until the grid holds at most ``max_tokens`` tokens."""
+    grid = list(spatial)
+    while math.prod(grid) > max_tokens and max(grid) > 1:
+        axis = grid.index(max(grid))
+        grid[axis] = (grid[axis] + 1) // 2
+    return tuple(grid)
+
+
+def prediction_uncertainty(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Per-voxel uncertainty in [0, 1]: ``1 - (p_max - p_second)`` for softmax classes (``1 - |2p - 1|`` for two),
+    ``1 - |2p - 1|`` per sigmoid channel (regions or a single channel) with the most uncertain channel kept."""
+    if multilabel or logits.shape[1] == 1:
+        return (1 - (2 * torch.sigmoid(logits) - 1).abs()).amax(dim=1, keepdim=True)
+    top2 = torch.softmax(logits, dim=1).topk(2, dim=1).values
+    return 1 - (top2[:, :1] - top2[:, 1:2])
+
+
+class SelectiveBidirectionalSkipAttention(nn.Module):
+    def __init__(self, conv_op: Type[_ConvNd], channels: int, attention_dim: int = 8, rho: float = 0.25,
+                 max_tokens: int = 1024):
+        super().__init__()
+        self.rho, self.max_tokens, self.scale = rho, max_tokens, attention_dim ** -0.5
+        self.dim = convert_conv_op_to_dim(conv_op)
+        self.interpolation = interpolation_mode(conv_op)
+        self.query = conv_op(channels, attention_dim, 1, bias=False)  # from decoder tokens
+        self.key = conv_op(channels, attention_dim, 1, bias=False)  # from skip tokens
+        self.value_skip = conv_op(channels, channels, 1, bias=False)
+        self.value_decoder = conv_op(channels, channels, 1, bias=False)
+        # confidence-gate strengths; zero start = MK-UNet behaviour at initialisation
+        self.gamma_decoder = nn.Parameter(torch.zeros(1))
+        self.gamma_skip = nn.Parameter(torch.zeros(1))
+
+    def forward(self, decoder: torch.Tensor, skip: torch.Tensor, uncertainty: torch.Tensor):
+        b, c, *spatial = decoder.shape
+        grid = token_grid(spatial, self.max_tokens)
+        pool = F.adaptive_avg_pool2d if self.dim == 2 else F.adaptive_avg_pool3d
+        dec_t, skip_t = pool(decoder, grid), pool(skip, grid)
+        tokens = lambda t: t.flatten(2).transpose(1, 2)  # (B, C, *grid) -> (B, N, C)
+        q, k = tokens(self.query(dec_t)), tokens(self.key(skip_t))
+        v_skip, v_dec = tokens(self.value_skip(skip_t)), tokens(self.value_decoder(dec_t))
+
+        n_tokens = q.shape[1]
+        n_selected = max(1, round(self.rho * n_tokens))
+        selected = pool(uncertainty, grid).flatten(1).topk(n_selected, dim=1).indices  # (B, n_sel)
+        pick = lambda t: t.gather(1, selected[..., None].expand(-1, -1, t.shape[-1]))
+        v_dec_sel = pick(v_dec)
+
+        similarity = pick(q) @ k.transpose(1, 2) * self.scale  # (B, n_sel, N), shared by both directions
+        decoder_update_sel = similarity.softmax(dim=-1) @ v_skip  # selected decoder tokens <- skip
+        skip_update = similarity.transpose(1, 2).softmax(dim=-1) @ v_dec_sel  # skip tokens <- selected decoder
+        decoder_update = torch.zeros_like(v_dec).scatter(
+            1, selected[..., None].expand(-1, -1, c), decoder_update_sel)
+
+        def to_map(t):
+            t = t.transpose(1, 2).reshape(b, c, *grid)
+            return F.interpolate(t, size=spatial, mode=self.interpolation, align_corners=False)
+
+        decoder = decoder + self.gamma_decoder * uncertainty * to_map(decoder_update)
+        skip = skip + self.gamma_skip * uncertainty * to_map(skip_update)
+        return decoder, skip
+
+
+class ORDERDecoder(MKUNetDecoder):
+    """MK-UNet decoder with selective bidirectional skip attention on its last ``attention_stages`` skip merges."""
+
+    def __init__(self, encoder, num_classes, conv_op, norm_op, norm_op_kwargs, expansion_factor, dw_kernel_sizes,
+                 gag_kernel_size, deep_supervision, attention_stages: int = 2, attention_dim: int = 8,
+                 rho: float = 0.25, max_tokens: int = 1024, multilabel: bool = False):
+        super().__init__(encoder, num_classes, conv_op, norm_op, norm_op_kwargs, expansion_factor, dw_kernel_sizes,
+                         gag_kernel_size, deep_supervision)
+        n = len(self.blocks)
+        # the stages that merge a skip are 0 .. n-2; attention on the last ones that also carry a head (j >= 1)
+        self.attention_stage_ids = [j for j in range(max(1, n - 1 - attention_stages), n - 1)]
+        self.skip_attention = nn.ModuleDict({
+            str(j): SelectiveBidirectionalSkipAttention(conv_op, self.out_widths[j], attention_dim, rho, max_tokens)
+            for j in self.attention_stage_ids})
+        self.multilabel = multilabel
+
+    def head_needed(self, stage: int) -> bool:
+        # the confidence gate reads the stage's own head, with or without deep supervision
+        return super().head_needed(stage) or stage in self.attention_stage_ids
+
+    def fuse(self, stage, x, skip, logits):
+        skip = self.gates[stage](x, skip)
+        if stage in self.attention_stage_ids:
+            # the gate follows the head without teaching it to be uncertain
+            u = prediction_uncertainty(logits.detach(), self.multilabel)
+            x, skip = self.skip_attention[str(stage)](x, skip, u)
+        return x + skip
+
+
+class ORDER(MKUNet):
+    """ORDER with nnU-Net's architecture interface; the MK-UNet backbone widths default to ``ORDER_FEATURES``."""
+
+    decoder_class = ORDERDecoder
+
+    def __init__(self, input_channels: int, num_classes: int, n_stages: int = 5,
+                 features_per_stage: Sequence[int] = ORDER_FEATURES, conv_op: Type[_ConvNd] = nn.Conv2d,
+                 strides: Sequence = (1, 2, 2, 2, 2), attention_stages: int = 2, attention_dim: int = 8,
+                 rho: float = 0.25, max_tokens: int = 1024, multilabel: bool = False, **kwargs):
+        super().__init__(input_channels, num_classes, n_stages, features_per_stage, conv_op, strides,
+                         attention_stages=attention_stages, attention_dim=attention_dim, rho=rho,
+                         max_tokens=max_tokens, multilabel=multilabel, **kwargs)

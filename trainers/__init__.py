@@ -1,0 +1,1 @@
+"""The nnUNet_extTrainer folder: thin modules that only re-export trainers from nnunet_laworder.training."""
