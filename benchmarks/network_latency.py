@@ -1,0 +1,101 @@
+"""CPU forward latency of ORDER, MK-UNet (T, base) and nnU-Net's default 2D U-Net for the 2D polyp patch.
+
+    python benchmarks/network_latency.py [--patch 256 256] [--repeats N] [--threads T] [--warmup W] [--json OUT]
+
+All networks are built for the same patch with nnU-Net's pooling (3 input channels, 2 classes; nnU-Net plans
+about 320 x 320 for Kvasir-SEG at full resolution, 256 x 256 is the default here) and timed in one run with
+interleaved repetitions: every repetition runs each network once, round-robin, so drift in machine load hits
+them all alike. Batch 1, eval mode, no grad. Prints a markdown table; ``--json`` also writes every timing.
+"""
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from nnunet_laworder.evaluation.complexity import build_network, count_gmacs, count_parameters, planned_topology
+
+INPUT_CHANNELS, NUM_CLASSES = 3, 2  # RGB endoscopy frames, background / polyp
+NETWORKS = (("ORDER", "order", None), ("MK-UNet T", "mkunet", "T"), ("MK-UNet base", "mkunet", "base"),
+            ("nnU-Net default", "nnunet", None))
+REFERENCE = "nnU-Net default"
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--patch", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"))
+    parser.add_argument("--repeats", type=int, default=30, help="timed repetitions per network")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed forward passes per network first")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--json", metavar="OUT", help="also write the settings and all timings here")
+    return parser.parse_args()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def forward_seconds(net: torch.nn.Module, x: torch.Tensor) -> float:
+    start = time.perf_counter()
+    net(x)
+    return time.perf_counter() - start
+
+
+def time_interleaved(nets: dict, x: torch.Tensor, warmup: int, repeats: int) -> dict:
+    """Seconds per forward pass for every network, repetitions interleaved round-robin after a warm-up."""
+    times = {name: [] for name in nets}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for net in nets.values():
+                net(x)
+        for _ in range(repeats):
+            for name, net in nets.items():
+                times[name].append(forward_seconds(net, x))
+    return times
+
+
+def summarize(seconds: list) -> dict:
+    q1, median, q3 = statistics.quantiles(seconds, n=4, method="inclusive")
+    return {"median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1)}
+
+
+def markdown_table(rows: dict) -> str:
+    ref = rows[REFERENCE]
+    lines = ["| network | parameters | GMACs | latency ms (median) | IQR ms | speedup vs nnU-Net | "
+             "nnU-Net params / params |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['parameters']:,} | {r['gmacs']:.3f} | {r['median_ms']:.1f} | "
+                     f"{r['iqr_ms']:.1f} | {ref['median_ms'] / r['median_ms']:.1f}x | "
+                     f"{ref['parameters'] / r['parameters']:.0f}x |")
+    return "\n".join(lines)
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    _, _, patch = planned_topology(2, args.patch)  # padded as nnU-Net pads it, so its U-Net can run it
+    nets = {name: build_network(arch, 2, INPUT_CHANNELS, NUM_CLASSES, patch, variant).eval()
+            for name, arch, variant in NETWORKS}
+    times = time_interleaved(nets, torch.randn(1, INPUT_CHANNELS, *patch), args.warmup, args.repeats)
+    rows = {name: {"parameters": count_parameters(net), "gmacs": count_gmacs(net, (INPUT_CHANNELS, *patch)),
+                   **summarize(times[name])} for name, net in nets.items()}
+    settings = {"patch_size": list(patch), "input_channels": INPUT_CHANNELS, "num_classes": NUM_CLASSES,
+                "batch_size": 1, "threads": torch.get_num_threads(), "device": "cpu", "cpu": cpu_name(),
+                "torch": torch.__version__, "warmup": args.warmup, "repeats": args.repeats}
+    print(f"CPU forward latency, patch {patch[0]} x {patch[1]}, batch 1, threads {settings['threads']}, "
+          f"{settings['cpu']}, {args.warmup} warm-up + {args.repeats} interleaved repetitions\n")
+    print(markdown_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": settings, "results": rows, "times_s": times}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

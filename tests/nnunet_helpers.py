@@ -1,0 +1,60 @@
+"""Helpers for tests that drive nnU-Net's own commands as a user would, in child processes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnunet_laworder.training.cli import trainer_folder
+
+
+def nnunet_env(dirs: dict) -> dict:
+    """The environment a user gets after `eval "$(nnunet-laworder env)"`, sized for a 2-core CPU machine."""
+    env = dict(os.environ, nnUNet_extTrainer=trainer_folder(), nnUNet_n_proc_DA="2", nnUNet_def_n_proc="1")
+    env.update({name: str(path) for name, path in dirs.items()})
+    return env
+
+
+def run(cmd, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a console script (nnUNetv2_*, nnunet-laworder) and fail with its output when it fails."""
+    exe = shutil.which(cmd[0]) or str(Path(sys.executable).with_name(cmd[0]))
+    result = subprocess.run([exe, *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n" \
+                                   f"{result.stderr[-4000:]}"
+    return result
+
+
+def write_msd_subset(src: Path, raw: Path, dataset_id: int, name: str, cases: list, labels: dict,
+                     channel_names: dict) -> Path:
+    """Copy MSD-layout cases (imagesTr/*.nii.gz, labelsTr/*.nii.gz) into an nnU-Net raw dataset."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    out = raw / f"Dataset{dataset_id:03d}_{name}"
+    (out / "imagesTr").mkdir(parents=True)
+    (out / "labelsTr").mkdir()
+    for case in cases:
+        shutil.copy(src / "imagesTr" / f"{case}.nii.gz", out / "imagesTr" / f"{case}_0000.nii.gz")
+        shutil.copy(src / "labelsTr" / f"{case}.nii.gz", out / "labelsTr" / f"{case}.nii.gz")
+    generate_dataset_json(str(out), channel_names, labels, len(cases), ".nii.gz", dataset_name=name)
+    return out
+
+
+def train_losses(results: Path, dataset: str, trainer: str, configuration: str, fold: int = 0) -> list:
+    checkpoint = results / dataset / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}" / \
+        "checkpoint_final.pth"
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["logging"]["train_losses"]
+
+
+def validation_summary(results: Path, dataset: str, trainer: str, configuration: str, fold: int = 0) -> dict:
+    folder = results / dataset / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}" / "validation"
+    return json.loads((folder / "summary.json").read_text())
+
+
+def label_values(path: Path) -> set:
+    import SimpleITK as sitk
+
+    return set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).tolist())

@@ -1,0 +1,108 @@
+"""Unit tests of the MK-UNet and ORDER networks: shapes, deep supervision, strides, the zero-gamma identity."""
+import pytest
+import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from torch import nn
+
+from nnunet_laworder.networks.mkunet import MKUNET_VARIANTS, MKUNet
+from nnunet_laworder.networks.order import (ORDER, ORDER_FEATURES, SelectiveBidirectionalSkipAttention,
+                                            prediction_uncertainty, token_grid)
+from nnunet_laworder.planning.architecture import architecture_block, load_template
+
+STRIDES_3D = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]  # anisotropic first pool, as nnU-Net plans thick slices
+
+
+def ds_shapes(spatial, strides):
+    """Output sizes nnU-Net's deep supervision expects: 1 / cumprod(strides)[:-1], highest resolution first."""
+    shapes, size = [], list(spatial)
+    for s in strides[:-1]:
+        size = [x // k for x, k in zip(size, s)]
+        shapes.append(tuple(size))
+    return shapes
+
+
+@pytest.mark.parametrize("network_class", [MKUNet, ORDER])
+def test_2d_deep_supervision_outputs_follow_strides(network_class):
+    strides = [[1, 1], [2, 2], [2, 2], [2, 2], [2, 2]]
+    net = network_class(3, 2, strides=strides, deep_supervision=True)
+    outputs = net(torch.randn(2, 3, 96, 128))
+    assert [tuple(o.shape[2:]) for o in outputs] == ds_shapes((96, 128), strides)
+    assert all(o.shape[:2] == (2, 2) for o in outputs)
+    net.decoder.deep_supervision = False
+    single = net(torch.randn(2, 3, 96, 128))
+    assert isinstance(single, torch.Tensor) and single.shape == (2, 2, 96, 128)
+
+
+@pytest.mark.parametrize("network_class", [MKUNet, ORDER])
+def test_3d_anisotropic_strides(network_class):
+    net = network_class(1, 3, n_stages=4, features_per_stage=(8, 16, 24, 28), conv_op=nn.Conv3d, strides=STRIDES_3D,
+                        deep_supervision=True)
+    outputs = net(torch.randn(2, 1, 20, 48, 40))
+    assert [tuple(o.shape[2:]) for o in outputs] == ds_shapes((20, 48, 40), STRIDES_3D)
+    assert isinstance(net.encoder.pools[0], nn.Identity) is False  # stage 0 pools by strides[1] = (1, 2, 2)
+    assert outputs[1].shape[2:] == (20, 24, 20)
+
+
+def test_order_with_zero_gamma_is_exactly_its_mkunet_backbone():
+    torch.manual_seed(0)
+    order = ORDER(3, 2).eval()
+    mkunet = MKUNet(3, 2, features_per_stage=ORDER_FEATURES).eval()
+    incompatible = mkunet.load_state_dict(order.state_dict(), strict=False)
+    assert incompatible.missing_keys == []
+    assert all(k.startswith("decoder.skip_attention.") for k in incompatible.unexpected_keys)
+    x = torch.randn(2, 3, 128, 160)
+    with torch.no_grad():
+        assert torch.equal(order(x), mkunet(x))
+        for attention in order.decoder.skip_attention.values():
+            attention.gamma_decoder.fill_(1.0)
+            attention.gamma_skip.fill_(1.0)
+        assert not torch.equal(order(x), mkunet(x))
+
+
+def test_attention_sits_on_the_last_two_skip_merges_and_gamma_learns():
+    order = ORDER(3, 2, deep_supervision=True)
+    assert order.decoder.attention_stage_ids == [2, 3]  # stages 0..3 merge skips; 2 and 3 are the last two
+    loss = sum(o.mean() for o in order(torch.randn(2, 3, 64, 64)))
+    loss.backward()
+    assert all(a.gamma_decoder.grad is not None and a.gamma_decoder.grad.abs() > 0
+               for a in order.decoder.skip_attention.values())
+
+
+def test_selective_attention_updates_only_uncertain_decoder_tokens():
+    attention = SelectiveBidirectionalSkipAttention(nn.Conv2d, channels=4, rho=0.25, max_tokens=64)
+    with torch.no_grad():
+        attention.gamma_decoder.fill_(1.0)
+    decoder, skip = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    uncertainty = torch.zeros(1, 1, 8, 8)
+    uncertainty[..., :2, :] = 1.0  # 16 of 64 tokens uncertain = rho * N
+    new_decoder, _ = attention(decoder, skip, uncertainty)
+    changed = (new_decoder - decoder).abs().sum(dim=1)[0] > 0
+    assert changed[:2].all() and not changed[2:].any()
+
+
+def test_token_grid_caps_tokens_and_uncertainty_range():
+    assert token_grid((128, 128), 1024) == (32, 32)
+    assert token_grid((20, 28, 20), 1024) == (10, 7, 10)
+    logits = torch.tensor([[[[0.0]], [[0.0]]], [[[10.0]], [[-10.0]]]])  # 2 classes: tie, then confident
+    u = prediction_uncertainty(logits, multilabel=False)
+    assert torch.allclose(u.flatten(), torch.tensor([1.0, 0.0]), atol=1e-6)
+    assert torch.allclose(prediction_uncertainty(torch.zeros(1, 2, 1, 1), multilabel=True), torch.ones(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("arch,dim", [("order", 2), ("mkunet", 2), ("order", 3), ("mkunet", 3)])
+def test_network_builds_through_nnunet_get_network_from_plans(arch, dim):
+    strides = [[1] * dim] + [[2] * dim] * 6  # a 7-stage nnU-Net plan: networks keep its first 5 strides
+    block = architecture_block(arch, strides, dim)
+    assert block["arch_kwargs"]["strides"] == strides[:5]
+    net = get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],
+                                 input_channels=3, output_channels=2, deep_supervision=True)
+    size = (64,) * dim
+    outputs = net(torch.randn(1, 3, *size))
+    assert len(outputs) == 4 and outputs[0].shape[2:] == size
+    assert net.decoder.seg_layers is not None and hasattr(net.decoder, "deep_supervision")
+
+
+def test_templates_agree_with_network_defaults():
+    assert tuple(load_template("order")["variants"]["default"]["features_per_stage"]) == ORDER_FEATURES
+    mkunet_variants = load_template("mkunet")["variants"]
+    assert {k: tuple(v["features_per_stage"]) for k, v in mkunet_variants.items()} == MKUNET_VARIANTS

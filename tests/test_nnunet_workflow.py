@@ -1,0 +1,155 @@
+"""The user's workflow with nnU-Net's own commands, on real data subsets, on CPU.
+
+Kvasir-SEG (2D, RGB): convert -> nnUNetv2_plan_and_preprocess --verify_dataset_integrity -> plans -> nnUNetv2_train
+(ORDER and MK-UNet, short trainers) -> nnUNetv2_predict. MSD Hippocampus (3D, anisotropic strides, 2 foreground
+labels): the same with 3d_fullres_order, plus the plans command's contract.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nnunet_helpers import label_values, nnunet_env, run, train_losses, validation_summary, write_msd_subset
+from nnunet_laworder.cli import main
+
+KVASIR_ID, HIPPO_ID = 501, 502
+KVASIR_TRAIN, KVASIR_TEST = 24, 4
+
+
+@pytest.fixture(scope="module")
+def nnunet_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nnunet")
+    dirs = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for path in dirs.values():
+        path.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, path in dirs.items():
+            mp.setenv(name, str(path))
+        yield dirs
+
+
+@pytest.fixture(scope="module")
+def kvasir_planned(nnunet_folders, tmp_path_factory):
+    from conftest import require_data
+
+    src = require_data("kvasir-seg")
+    official = tmp_path_factory.mktemp("kvasir_official")
+    names = sorted(p.stem for p in (src / "images").glob("*.jpg"))[:KVASIR_TRAIN + KVASIR_TEST]
+    for sub in ("images", "masks"):
+        (official / sub).mkdir()
+        for name in names:
+            shutil.copy(src / sub / f"{name}.jpg", official / sub / f"{name}.jpg")
+    test_list = official / "test.txt"
+    test_list.write_text("\n".join(names[-KVASIR_TEST:]))
+    env = nnunet_env(nnunet_folders)
+    run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID), "--max-size", "160",
+         "--test-list", str(test_list)], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "2",
+         "--verify_dataset_integrity"], env)
+    return env, next(nnunet_folders["nnUNet_raw"].glob(f"Dataset{KVASIR_ID}_*"))
+
+
+@pytest.fixture(scope="module")
+def hippocampus_planned(nnunet_folders):
+    from conftest import require_data
+
+    src = require_data("msd-hippocampus")
+    cases = sorted(p.name[:-len(".nii.gz")] for p in (src / "imagesTr").glob("*.nii.gz"))[:14]
+    raw = write_msd_subset(src, nnunet_folders["nnUNet_raw"], HIPPO_ID, "Hippocampus", cases,
+                           {"background": 0, "Anterior": 1, "Posterior": 2}, {"0": "MRI"})
+    env = nnunet_env(nnunet_folders)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "2",
+         "--verify_dataset_integrity"], env)
+    return env, raw
+
+
+def plans_of(folders, dataset_id):
+    return next(folders["nnUNet_preprocessed"].glob(f"Dataset{dataset_id}_*")) / "nnUNetPlans.json"
+
+
+def test_plans_command_adds_inheriting_configuration_idempotently(hippocampus_planned, nnunet_folders, capsys):
+    plans_file = plans_of(nnunet_folders, HIPPO_ID)
+    assert main(["plans", "-d", str(HIPPO_ID), "-c", "3d_fullres", "--arch", "order"]) == 0
+    plans = json.loads(plans_file.read_text())
+    config, base = plans["configurations"]["3d_fullres_order"], plans["configurations"]["3d_fullres"]
+    assert config["inherits_from"] == "3d_fullres"
+    arch = config["architecture"]["arch_kwargs"]
+    n = min(5, len(base["architecture"]["arch_kwargs"]["strides"]))
+    assert arch["strides"] == base["architecture"]["arch_kwargs"]["strides"][:n] and arch["n_stages"] == n
+    assert arch["conv_op"] == "torch.nn.modules.conv.Conv3d" and arch["multilabel"] is False
+    before = plans_file.read_bytes()
+    assert main(["plans", "-d", str(HIPPO_ID), "-c", "3d_fullres", "--arch", "order"]) == 0
+    assert plans_file.read_bytes() == before
+    assert "already up to date" in capsys.readouterr().out
+
+    assert main(["plans", "-d", str(HIPPO_ID), "-c", "3d_lowres", "--arch", "order"]) == 2
+    assert "no base configuration '3d_lowres'" in capsys.readouterr().err
+    assert main(["plans", "-d", "999", "-c", "2d", "--arch", "order"]) == 2
+    assert "dataset 999 not found" in capsys.readouterr().err
+    assert plans_file.read_bytes() == before
+
+
+def test_mkunet_variant_configuration_name(hippocampus_planned, nnunet_folders):
+    assert main(["plans", "-d", str(HIPPO_ID), "-c", "3d_fullres", "--arch", "mkunet", "--variant", "T"]) == 0
+    plans = json.loads(plans_of(nnunet_folders, HIPPO_ID).read_text())
+    arch = plans["configurations"]["3d_fullres_mkunet_T"]["architecture"]
+    assert arch["network_class_name"] == "nnunet_laworder.networks.mkunet.MKUNet"
+    assert arch["arch_kwargs"]["features_per_stage"] == [4, 8, 16, 24, 32][:arch["arch_kwargs"]["n_stages"]]
+
+
+@pytest.mark.slow
+def test_hippocampus_3d_order_trains_and_predicts(hippocampus_planned, nnunet_folders, tmp_path):
+    env, raw = hippocampus_planned
+    run(["nnunet-laworder", "plans", "-d", str(HIPPO_ID), "-c", "3d_fullres", "--arch", "order"], env)
+    trainer = "nnUNetTrainerORDER_smoke"
+    run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres_order", "0", "-tr", trainer, "-device", "cpu"], env)
+    dataset = raw.name
+    losses = train_losses(nnunet_folders["nnUNet_results"], dataset, trainer, "3d_fullres_order")
+    assert losses[-1] < losses[0]
+    summary = validation_summary(nnunet_folders["nnUNet_results"], dataset, trainer, "3d_fullres_order")
+    assert set(summary["mean"]) == {"1", "2"}
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for image in sorted((raw / "imagesTr").glob("*.nii.gz"))[:2]:
+        shutil.copy(image, inputs / image.name)
+    out = tmp_path / "out"
+    run(["nnUNetv2_predict", "-i", str(inputs), "-o", str(out), "-d", str(HIPPO_ID), "-c", "3d_fullres_order",
+         "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    import SimpleITK as sitk
+    for image in inputs.glob("*.nii.gz"):
+        prediction = out / image.name.replace("_0000", "")
+        assert sitk.ReadImage(str(prediction)).GetSize() == sitk.ReadImage(str(image)).GetSize()
+        assert label_values(prediction) <= {0, 1, 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,trainer", [("order", "nnUNetTrainerORDER_smoke"),
+                                          ("mkunet", "nnUNetTrainerMKUNet_smoke")])
+def test_kvasir_2d_trains_and_predicts(kvasir_planned, nnunet_folders, tmp_path, arch, trainer):
+    env, raw = kvasir_planned
+    configuration = f"2d_{arch}"
+    run(["nnunet-laworder", "plans", "-d", str(KVASIR_ID), "-c", "2d", "--arch", arch], env)
+    run(["nnUNetv2_train", str(KVASIR_ID), configuration, "0", "-tr", trainer, "-device", "cpu"], env)
+    losses = train_losses(nnunet_folders["nnUNet_results"], raw.name, trainer, configuration)
+    assert losses[-1] < losses[0]
+
+    out = tmp_path / "pred"
+    run(["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(KVASIR_ID), "-c", configuration,
+         "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    images = sorted((raw / "imagesTs").glob("*.png"))
+    assert len(images) == KVASIR_TEST
+    for image in images:
+        prediction = np.array(Image.open(out / image.name.replace("_0000", "")))
+        assert prediction.shape == Image.open(image).size[::-1]
+        assert set(np.unique(prediction).tolist()) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_wrong_trainer_for_configuration_is_a_clear_error(kvasir_planned, nnunet_folders):
+    env, _ = kvasir_planned
+    with pytest.raises(AssertionError, match="nnUNetTrainerORDER_smoke trains ORDER, but this configuration builds"):
+        run(["nnUNetv2_train", str(KVASIR_ID), "2d", "0", "-tr", "nnUNetTrainerORDER_smoke", "-device", "cpu"], env)
