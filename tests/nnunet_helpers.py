@@ -2,8 +2,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +21,36 @@ def nnunet_env(dirs: dict) -> dict:
     return env
 
 
+def executable(cmd: list) -> list:
+    return [shutil.which(cmd[0]) or str(Path(sys.executable).with_name(cmd[0])), *cmd[1:]]
+
+
 def run(cmd, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run a console script (nnUNetv2_*, nnunet-laworder) and fail with its output when it fails."""
-    exe = shutil.which(cmd[0]) or str(Path(sys.executable).with_name(cmd[0]))
-    result = subprocess.run([exe, *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(executable(cmd), env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n" \
                                    f"{result.stderr[-4000:]}"
     return result
+
+
+def kill_after_first_checkpoint(cmd: list, env: dict, checkpoint: Path, timeout: float = 900) -> list:
+    """Start a training, kill it (as a crash would) once ``checkpoint`` loads; return the losses it holds."""
+    # its own process group, so that the data-augmentation workers die with it
+    process = subprocess.Popen(executable(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "training ended before it could be interrupted"
+            try:
+                torch.load(checkpoint, map_location="cpu", weights_only=False)
+                break
+            except (FileNotFoundError, EOFError, RuntimeError):  # not there yet, or still being written
+                time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["logging"]["train_losses"]
 
 
 def write_msd_subset(src: Path, raw: Path, dataset_id: int, name: str, cases: list, labels: dict,

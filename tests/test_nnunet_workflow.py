@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnunet_helpers import label_values, nnunet_env, run, train_losses, validation_summary, write_msd_subset
+from nnunet_helpers import (kill_after_first_checkpoint, label_values, nnunet_env, run, train_losses,
+                            validation_summary, write_msd_subset)
 from nnunet_laworder.cli import main
 
 KVASIR_ID, HIPPO_ID = 501, 502
@@ -105,9 +106,15 @@ def test_hippocampus_3d_order_trains_and_predicts(hippocampus_planned, nnunet_fo
     env, raw = hippocampus_planned
     run(["nnunet-laworder", "plans", "-d", str(HIPPO_ID), "-c", "3d_fullres", "--arch", "order"], env)
     trainer = "nnUNetTrainerORDER_smoke"
-    run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres_order", "0", "-tr", trainer, "-device", "cpu"], env)
     dataset = raw.name
+    fold = nnunet_folders["nnUNet_results"] / dataset / f"{trainer}__nnUNetPlans__3d_fullres_order" / "fold_0"
+    train = ["nnUNetv2_train", str(HIPPO_ID), "3d_fullres_order", "0", "-tr", trainer, "-device", "cpu"]
+    # interrupted as soon as the first checkpoint_latest is on disk, then continued with nnU-Net's --c
+    done_before = kill_after_first_checkpoint(train, env, fold / "checkpoint_latest.pth")
+    assert not (fold / "checkpoint_final.pth").exists()
+    run(train + ["--c"], env)
     losses = train_losses(nnunet_folders["nnUNet_results"], dataset, trainer, "3d_fullres_order")
+    assert len(losses) == 3 and losses[:len(done_before)] == done_before
     assert losses[-1] < losses[0]
     summary = validation_summary(nnunet_folders["nnUNet_results"], dataset, trainer, "3d_fullres_order")
     assert set(summary["mean"]) == {"1", "2"}
@@ -146,6 +153,17 @@ def test_kvasir_2d_trains_and_predicts(kvasir_planned, nnunet_folders, tmp_path,
         prediction = np.array(Image.open(out / image.name.replace("_0000", "")))
         assert prediction.shape == Image.open(image).size[::-1]
         assert set(np.unique(prediction).tolist()) <= {0, 1}
+
+    # nnU-Net's evaluation and model selection read our results folders as their own
+    model = nnunet_folders["nnUNet_results"] / raw.name / f"{trainer}__nnUNetPlans__{configuration}"
+    run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(out), "-djfile", str(model / "dataset.json"),
+         "-pfile", str(model / "plans.json"), "-np", "1"], env)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["metric_per_case"]) == KVASIR_TEST and 0 <= summary["foreground_mean"]["Dice"] <= 1
+    run(["nnUNetv2_find_best_configuration", str(KVASIR_ID), "-c", configuration, "-tr", trainer, "-f", "0",
+         "-np", "1", "--disable_ensembling"], env)
+    best = json.loads((nnunet_folders["nnUNet_results"] / raw.name / "inference_information.json").read_text())
+    assert best["best_model_or_ensemble"]["selected_model_or_models"][0]["trainer"] == trainer
 
 
 @pytest.mark.slow

@@ -35,6 +35,8 @@ class nnUNetTrainerMKUNet(nnUNetTrainer):
         self.weight_decay = 1e-4
         if self.schedule is not None:
             self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
+            # checkpoint_latest at least twice per run, so that `--c` can resume an interrupted short run
+            self.save_every = max(1, min(self.save_every, self.num_epochs // 2))
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
