@@ -1,0 +1,41 @@
+"""Noise schedules and samplers for the LAW generator, from diffusers: a 1000-step DDPM training schedule and
+DDIM (default 50 steps) or DPM-Solver++ sampling. The denoiser itself knows nothing of them."""
+from typing import Optional
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from tqdm import tqdm
+
+SAMPLERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+
+
+def training_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
+                         prediction_type="epsilon", clip_sample=False)
+
+
+def sampling_scheduler(train_scheduler: DDPMScheduler, sampler: str = "ddim"):
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    return SAMPLERS[sampler].from_config(train_scheduler.config)
+
+
+def noisy_batch(scheduler: DDPMScheduler, images: torch.Tensor, generator: Optional[torch.Generator] = None):
+    """(noisy images, noise, timesteps) for one training step: uniform timesteps, Gaussian noise."""
+    noise = torch.randn(images.shape, generator=generator, device=images.device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (images.shape[0],), generator=generator,
+                              device=images.device)
+    return scheduler.add_noise(images, noise, timesteps), noise, timesteps
+
+
+@torch.no_grad()
+def sample(model, masks: torch.Tensor, scheduler, steps: int = 50, generator: Optional[torch.Generator] = None,
+           progress: bool = False) -> torch.Tensor:
+    """Images for one-hot ``masks`` (B, M, *spatial), in the model's normalised intensity space."""
+    shape = (masks.shape[0], model.image_channels, *masks.shape[2:])
+    x = torch.randn(shape, generator=generator, device=masks.device) * scheduler.init_noise_sigma
+    scheduler.set_timesteps(steps, device=masks.device)
+    for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
+        eps, _ = model(scheduler.scale_model_input(x, t), masks, t.expand(shape[0]))
+        x = scheduler.step(eps, t, x).prev_sample
+    return x

@@ -1,0 +1,114 @@
+"""LAW: learnable adaptive per-pixel loss weighting for diffusion training (reconstruction, SPEC section 4).
+
+``w = p ** a * exp(a * beta * delta)``: ``p`` is a ratio-based prior that gives lesion and background comparable
+total weight, ``delta`` a learned map of where the denoiser errs, ``a`` a warm-up factor from 0 to 1, so the
+first steps weigh every pixel the same. Each map is normalised to mean 1 per image, clamped and renormalised.
+The ablations ``prior`` (``delta = 0``) and ``uniform`` (``w = 1``) take the same code path.
+"""
+from dataclasses import dataclass
+from typing import Dict, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+
+WEIGHTINGS = ("law", "prior", "uniform")
+
+
+@dataclass(frozen=True)
+class WeightingConfig:
+    mode: str = "law"
+    r_max: float = 20.0  # cap of the background / lesion pixel ratio in the prior
+    w_min: float = 0.1
+    w_max: float = 10.0
+    warmup_steps: int = 250  # a (the warm-up factor) rises linearly from 0 to 1 over these steps
+    beta: float = 1.0  # strength of the learned delta map once warmed up
+    lambda_delta: float = 0.1
+    lambda_dice: float = 0.1
+
+    def __post_init__(self):
+        if self.mode not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.mode!r}")
+
+    def warmup(self, step: int) -> float:
+        return 1.0 if self.warmup_steps <= 0 else min(1.0, step / self.warmup_steps)
+
+
+def spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(2).mean(dim=2).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+
+
+def ratio_prior(foreground: torch.Tensor, r_max: float) -> torch.Tensor:
+    """``p = 1 + (r - 1) m`` with ``r = clip(N_bg / N_fg, 1, r_max)`` per image (``r = 1`` for an empty mask)."""
+    n_fg = foreground.flatten(1).sum(dim=1)
+    n_bg = foreground[0].numel() - n_fg
+    r = torch.where(n_fg > 0, n_bg / n_fg.clamp(min=1), torch.ones_like(n_fg)).clamp(1.0, r_max)
+    return 1 + (r.view(-1, *([1] * (foreground.dim() - 1))) - 1) * foreground
+
+
+def normalise_and_clamp(w: torch.Tensor, w_min: float, w_max: float) -> torch.Tensor:
+    """Mean 1 per image, clamp to ``[w_min, w_max]``, mean 1 again (the clamp shifts the mean a little)."""
+    w = w / spatial_mean(w)
+    return w.clamp(w_min, w_max) / spatial_mean(w.clamp(w_min, w_max))
+
+
+def loss_weights(config: WeightingConfig, foreground: torch.Tensor, delta: torch.Tensor, step: int
+                 ) -> torch.Tensor:
+    """Per-pixel weights ``(B, 1, *spatial)`` for the denoising loss; ``delta`` is detached here."""
+    if config.mode == "uniform":
+        return torch.ones_like(foreground)
+    a = config.warmup(step)
+    log_w = a * torch.log(ratio_prior(foreground, config.r_max))
+    if config.mode == "law":
+        log_w = log_w + a * config.beta * delta.detach()
+    # the exponent is bounded before exp: the clamp decides the final range anyway
+    w = normalise_and_clamp(torch.exp(log_w.clamp(-20, 20)), config.w_min, config.w_max)
+    empty = foreground.flatten(1).sum(dim=1) == 0  # no lesion: nothing to emphasise, uniform weights
+    return torch.where(empty.view(-1, *([1] * (w.dim() - 1))), torch.ones_like(w), w)
+
+
+class LAWHead(nn.Module):
+    """Delta and Dice heads on the denoiser's late features, the conditioning mask and the timestep embedding."""
+
+    def __init__(self, conv_op: Type[_ConvNd], feature_channels: int, mask_channels: int, time_dim: int,
+                 hidden: int = 32):
+        super().__init__()
+        self.time = nn.Linear(time_dim, hidden)
+        self.trunk = nn.Sequential(conv_op(feature_channels + mask_channels, hidden, 3, padding=1), nn.SiLU())
+        self.mix = nn.Sequential(conv_op(hidden, hidden, 3, padding=1), nn.SiLU())
+        self.delta = conv_op(hidden, 1, 1)
+        self.dice = conv_op(hidden, 1, 1)  # predicts the union of the foreground classes
+        nn.init.zeros_(self.delta.weight)  # delta starts at 0: weights start as the prior
+        nn.init.zeros_(self.delta.bias)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor, t_emb: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(torch.cat([features, mask], dim=1))
+        h = self.mix(h + self.time(t_emb).view(*t_emb.shape[:1], -1, *([1] * (h.dim() - 2))))
+        return self.delta(h), self.dice(h)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    return (1 - (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)).mean()
+
+
+def law_loss(config: WeightingConfig, noise: torch.Tensor, predicted: torch.Tensor, foreground: torch.Tensor,
+             delta: torch.Tensor, dice_logits: torch.Tensor, step: int) -> Tuple[torch.Tensor, Dict]:
+    """``mean(w (eps - eps_hat)^2) + lambda_delta L_delta + lambda_dice L_dice``; returns (loss, parts incl. w)."""
+    error = (noise - predicted).pow(2).mean(dim=1, keepdim=True)  # per pixel, averaged over image channels
+    w = loss_weights(config, foreground, delta, step)
+    denoising = (w * error).mean()
+    parts = {"denoising": denoising.detach(), "weights": w.detach()}
+    loss = denoising
+    if config.mode == "law":
+        e = error.detach()
+        # delta learns where the denoiser errs relative to its mean error on that image
+        target = torch.log((e + 1e-6) / (spatial_mean(e) + 1e-6))
+        delta_loss = F.mse_loss(delta, target)
+        dice = soft_dice_loss(dice_logits, foreground)
+        loss = loss + config.lambda_delta * delta_loss + config.lambda_dice * dice
+        parts.update(delta=delta_loss.detach(), dice=dice.detach())
+    return loss, parts
