@@ -72,7 +72,7 @@ class nnUNetTrainerMKUNet_smoke(nnUNetTrainerMKUNet):
 
 
 class nnUNetTrainerMKUNet_cpu(nnUNetTrainerMKUNet):
-    schedule = (40, 25, 5)
+    schedule = (20, 50, 4)
 
 
 class nnUNetTrainerMKUNet_100epochs(nnUNetTrainerMKUNet):
@@ -88,7 +88,7 @@ class nnUNetTrainerORDER_smoke(nnUNetTrainerORDER):
 
 
 class nnUNetTrainerORDER_cpu(nnUNetTrainerORDER):
-    schedule = (40, 25, 5)
+    schedule = (20, 50, 4)
 
 
 class nnUNetTrainerORDER_100epochs(nnUNetTrainerORDER):

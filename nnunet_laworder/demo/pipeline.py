@@ -1,0 +1,177 @@
+"""The demo workflow: nnU-Net's own commands, run as child processes exactly as a user would type them."""
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from tqdm import tqdm
+
+from nnunet_laworder.errors import InputError
+from nnunet_laworder.training.cli import trainer_folder
+
+SAMPLE = Path(__file__).resolve().parent / "kvasir_sample"
+DATASET_ID = 990
+DATASET_NAME = "KvasirSEG"
+BASE_CONFIGURATION = "2d"
+CONFIGURATION = "2d_order"
+FOLD = 0
+N_TEST = 8
+DEFAULT_TRAINER = "nnUNetTrainerORDER_cpu"
+# what the demo writes under its output folder; any of them present means an earlier run's results
+OUTPUTS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "predictions", "report", "test_cases.txt",
+           "demo.log")
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+# a 2-core CPU machine: more worker processes than cores only add start-up time and contention
+CPU_ENV = {"nnUNet_n_proc_DA": "2", "nnUNet_def_n_proc": "1"}
+
+
+class StageFailed(Exception):
+    """A child command of the demo exited with an error (its output is in demo.log)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    command: List[str]
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Every folder and file of one demo run, all under ``root``."""
+    root: Path
+
+    @property
+    def raw_dataset(self) -> Path:
+        return self.root / "nnUNet_raw" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def test_list(self) -> Path:
+        return self.root / "test_cases.txt"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "demo.log"
+
+    def model_folder(self, trainer: str) -> Path:
+        return (self.root / "nnUNet_results" / self.raw_dataset.name /
+                f"{trainer}__nnUNetPlans__{CONFIGURATION}")
+
+    def fold_folder(self, trainer: str) -> Path:
+        return self.model_folder(trainer) / f"fold_{FOLD}"
+
+
+def sample_cases(sample: Path = SAMPLE) -> List[str]:
+    return sorted(p.stem for p in (sample / "images").glob("*.jpg"))
+
+
+def held_out_cases(sample: Path = SAMPLE) -> List[str]:
+    """The test cases: the last ``N_TEST`` names in sorted order (the names are hashes, so an arbitrary subset)."""
+    return sample_cases(sample)[-N_TEST:]
+
+
+def prepare_output(paths: DemoPaths, overwrite: bool) -> None:
+    """Refuse an earlier run's results unless ``overwrite``; then remove only what the demo itself writes."""
+    found = [name for name in OUTPUTS if (paths.root / name).exists()]
+    if found and not overwrite:
+        raise InputError(f"{paths.root} already holds demo results ({', '.join(found)}); "
+                         f"pass --overwrite to replace them or choose another --output")
+    for name in found:
+        path = paths.root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for name in NNUNET_FOLDERS:
+        (paths.root / name).mkdir(parents=True)
+
+
+def demo_variables(paths: DemoPaths, device: str) -> dict:
+    """What the demo exports: `nnunet-laworder env`'s variables with the nnU-Net folders inside the demo folder."""
+    variables = {name: str(paths.root / name) for name in NNUNET_FOLDERS}
+    variables["nnUNet_extTrainer"] = trainer_folder()
+    if device == "cpu":
+        variables.update({k: v for k, v in CPU_ENV.items() if k not in os.environ})
+    return variables
+
+
+def export_lines(variables: dict) -> List[str]:
+    return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+
+
+def stages(paths: DemoPaths, device: str, trainer: str) -> List[Stage]:
+    """The commands of the workflow, in order."""
+    d = str(DATASET_ID)
+    # one preprocessing / export worker each: on a few CPU cores more workers only contend
+    workers = ["-npp", "1", "-nps", "1"] if device == "cpu" else []
+    return [
+        Stage("convert", ["nnunet-laworder", "convert", "kvasir-seg", str(SAMPLE), "-d", d,
+                          "--test-list", str(paths.test_list)]),
+        Stage("plan and preprocess", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", BASE_CONFIGURATION,
+                                      "--verify_dataset_integrity", "-np", "2"]),
+        Stage("add ORDER configuration", ["nnunet-laworder", "plans", "-d", d, "-c", BASE_CONFIGURATION,
+                                          "--arch", "order"]),
+        Stage("train", ["nnUNetv2_train", d, CONFIGURATION, str(FOLD), "-tr", trainer, "-device", device]),
+        Stage("predict", ["nnUNetv2_predict", "-i", str(paths.raw_dataset / "imagesTs"), "-o", str(paths.predictions),
+                          "-d", d, "-c", CONFIGURATION, "-tr", trainer, "-f", str(FOLD), "-device", device,
+                          *workers]),
+        Stage("evaluate", ["nnUNetv2_evaluate_folder", str(paths.raw_dataset / "labelsTs"), str(paths.predictions),
+                           "-djfile", str(paths.predictions / "dataset.json"),
+                           "-pfile", str(paths.predictions / "plans.json")]),
+    ]
+
+
+def executable(name: str) -> str:
+    """A console script by name; beside this Python when its bin folder is not on PATH (a venv not activated)."""
+    return shutil.which(name) or str(Path(sys.executable).with_name(name))
+
+
+def run_stage(stage: Stage, env: dict, log: Path) -> float:
+    """Print and log the command, run it with its output appended to ``log``; returns its wall time."""
+    line = shlex.join(stage.command)
+    tqdm.write(f"$ {line}")
+    with log.open("a") as out:
+        out.write(f"\n$ {line}\n")
+        out.flush()
+        start = time.perf_counter()
+        code = subprocess.run([executable(stage.command[0]), *stage.command[1:]], env=env, stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+        seconds = time.perf_counter() - start
+        out.write(f"# exit status {code} after {seconds:.1f} s\n")
+    if code != 0:
+        raise StageFailed(f"{stage.name} failed (exit status {code}): {line}\n--- last lines of {log} ---\n"
+                          + "\n".join(log.read_text().splitlines()[-30:]))
+    return seconds
+
+
+def run_demo(output: Path, device: str = "cpu", trainer: str = DEFAULT_TRAINER, overwrite: bool = False) -> Path:
+    """Run the whole workflow into ``output``; returns the report folder."""
+    from nnunet_laworder.demo.report import write_report
+
+    paths = DemoPaths(Path(output).resolve())
+    prepare_output(paths, overwrite)
+    paths.test_list.write_text("\n".join(held_out_cases()) + "\n")
+    variables = demo_variables(paths, device)
+    exports = "\n".join(export_lines(variables))
+    tqdm.write(f"{exports}\n# output of each command: {paths.log}")
+    paths.log.write_text(exports + "\n")
+    env = dict(os.environ, **variables)
+    plan = stages(paths, device, trainer)
+    timings = {}
+    with tqdm(plan, desc="demo", unit="stage", file=sys.stdout) as bar:
+        for stage in bar:
+            bar.set_postfix_str(stage.name)
+            timings[stage.name] = run_stage(stage, env, paths.log)
+    return write_report(paths, trainer, device, variables, [shlex.join(s.command) for s in plan], timings)

@@ -1,0 +1,154 @@
+"""The demo's report: held-out Dice / IoU from nnU-Net's evaluation, the trained network, figures."""
+import json
+import shutil
+from pathlib import Path
+from typing import List
+
+import numpy as np
+from PIL import Image
+
+from nnunet_laworder.demo.pipeline import CONFIGURATION, FOLD, DemoPaths, export_lines
+
+FOREGROUND = "1"  # the polyp label of the converted dataset
+
+
+def test_metrics(summary_file: Path) -> List[dict]:
+    """Per held-out case Dice and IoU of the polyp label, from nnU-Net's evaluation summary."""
+    summary = json.loads(summary_file.read_text())
+    cases = []
+    for entry in summary["metric_per_case"]:
+        metrics = entry["metrics"][FOREGROUND]
+        cases.append({"case": Path(entry["reference_file"]).name[:-len(".png")],
+                      "dice": metrics["Dice"], "iou": metrics["IoU"]})
+    return sorted(cases, key=lambda c: c["case"])
+
+
+def all_polyp_dice(labels: Path, cases: List[dict]) -> float:
+    """Mean Dice of the trivial prediction "everything is polyp": Kvasir polyps are large, so this is far above 0."""
+    shares = [np.mean(np.asarray(Image.open(labels / f"{case['case']}.png")) > 0) for case in cases]
+    return float(np.mean([2 * share / (1 + share) for share in shares]))
+
+
+def validation_dice(fold_folder: Path) -> float:
+    """nnU-Net's fold validation (the cases of the fold's split it held out of training): mean foreground Dice."""
+    summary = json.loads((fold_folder / "validation" / "summary.json").read_text())
+    return summary["foreground_mean"]["Dice"]
+
+
+def trained_network(model_folder: Path, fold_folder: Path):
+    """The trained network, rebuilt from the saved plans and loaded with the final checkpoint's weights."""
+    import torch
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    dataset_json = json.loads((model_folder / "dataset.json").read_text())
+    plans = PlansManager(str(model_folder / "plans.json"))
+    configuration = plans.get_configuration(CONFIGURATION)
+    checkpoint = torch.load(fold_folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    network = get_network_from_plans(
+        configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
+        configuration.network_arch_init_kwargs_req_import,
+        determine_num_input_channels(plans, configuration, dataset_json),
+        plans.get_label_manager(dataset_json).num_segmentation_heads, allow_init=False, deep_supervision=True)
+    network.load_state_dict(checkpoint["network_weights"])
+    return network, checkpoint
+
+
+def overlay(ax, image: np.ndarray, mask: np.ndarray, colour: str, title: str) -> None:
+    from matplotlib.colors import ListedColormap
+
+    ax.imshow(image)
+    if mask is not None:
+        ax.imshow(np.ma.masked_equal(mask, 0), cmap=ListedColormap([colour]), alpha=0.45, interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def plot_predictions(paths: DemoPaths, cases: List[dict], out: Path) -> None:
+    """One row per held-out case: image, ground truth overlay, prediction overlay (with its Dice)."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed; also safe when called inside a GUI session
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(cases), 3, figsize=(6, 1.9 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        name = case["case"]
+        image = np.asarray(Image.open(paths.raw_dataset / "imagesTs" / f"{name}_0000.png").convert("RGB"))
+        truth = np.asarray(Image.open(paths.raw_dataset / "labelsTs" / f"{name}.png"))
+        prediction = np.asarray(Image.open(paths.predictions / f"{name}.png"))
+        overlay(row[0], image, None, "", name[:12])
+        overlay(row[1], image, truth, "lime", "ground truth")
+        overlay(row[2], image, prediction, "red", f"ORDER, Dice {case['dice']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def markdown(report: dict) -> str:
+    """report.md: the numbers, the per-case table and the figures."""
+    test = report["test"]
+    lines = [
+        "# nnunet-laworder demo: ORDER on a Kvasir-SEG sample",
+        "",
+        f"Trainer `{report['trainer']}` on `{report['device']}`, configuration `{CONFIGURATION}`, fold {FOLD}: "
+        f"{report['network']['parameters']:,} parameters, {report['training']['epochs']} epochs in "
+        f"{report['training']['seconds']:.0f} s.",
+        "",
+        f"- held-out test cases ({len(test['cases'])}): mean Dice **{test['mean_dice']:.3f}**, "
+        f"mean IoU {test['mean_iou']:.3f} (predicting every pixel as polyp would score a mean Dice of "
+        f"{test['all_polyp_baseline_dice']:.3f}: Kvasir polyps are large)",
+        f"- nnU-Net fold-{FOLD} validation: mean Dice {report['validation_dice']:.3f}",
+        "",
+        "| case | Dice | IoU |",
+        "|---|---|---|",
+        *(f"| {c['case']} | {c['dice']:.3f} | {c['iou']:.3f} |" for c in test["cases"]),
+        f"| **mean** | **{test['mean_dice']:.3f}** | **{test['mean_iou']:.3f}** |",
+        "",
+        "![predictions](predictions.png)",
+        "",
+        "![training curves](training_curves.png)",
+        "",
+        "Commands run (output in `../demo.log`):",
+        "",
+        "```",
+        *export_lines(report["environment"]),
+        *report["commands"],
+        "```",
+        "",
+        "Data: a downscaled sample of Kvasir-SEG (Jha et al., \"Kvasir-SEG: A Segmented Polyp Dataset\", MMM 2020); "
+        "research and educational use, cite the paper.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(paths: DemoPaths, trainer: str, device: str, environment: dict, commands: List[str],
+                 timings: dict) -> Path:
+    """Write report.json, report.md, predictions.png and training_curves.png into ``paths.report``."""
+    cases = test_metrics(paths.predictions / "summary.json")
+    fold_folder = paths.fold_folder(trainer)
+    network, checkpoint = trained_network(paths.model_folder(trainer), fold_folder)
+    report = {
+        "dataset": paths.raw_dataset.name,
+        "trainer": trainer,
+        "configuration": CONFIGURATION,
+        "fold": FOLD,
+        "device": device,
+        "test": {"cases": cases, "mean_dice": float(np.mean([c["dice"] for c in cases])),
+                 "mean_iou": float(np.mean([c["iou"] for c in cases])),
+                 "all_polyp_baseline_dice": all_polyp_dice(paths.raw_dataset / "labelsTs", cases)},
+        "validation_dice": validation_dice(fold_folder),
+        "network": {"class": type(network).__name__,
+                    "parameters": sum(p.numel() for p in network.parameters())},
+        "training": {"seconds": timings["train"], "epochs": checkpoint["current_epoch"]},
+        "stage_seconds": timings,
+        "environment": environment,
+        "commands": commands,
+    }
+    paths.report.mkdir()
+    (paths.report / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_predictions(paths, cases, paths.report / "predictions.png")
+    shutil.copy(fold_folder / "progress.png", paths.report / "training_curves.png")
+    (paths.report / "report.md").write_text(markdown(report))
+    return paths.report
