@@ -5,7 +5,7 @@ dataset's foreground 0.5-99.5 percentiles and z-scores with its foreground mean 
 z-scores each image with its own statistics, which cannot be inverted for a synthetic image, so the generator
 uses the dataset's foreground mean and std instead (the same statistics nnU-Net's fingerprint holds);
 ``RGBTo0_1Normalization`` maps 0..255 to -1..1. Synthetic images go back through :meth:`inverse` and are
-clipped to the range the dataset's foreground had.
+clipped to the range the dataset's foreground had (0..255 for 8-bit natural images).
 """
 from dataclasses import asdict, dataclass
 from typing import List
@@ -43,11 +43,14 @@ class IntensityNormaliser:
 
         schemes = PlansManager(plans).get_configuration(configuration).normalization_schemes
         properties = plans["foreground_intensity_properties_per_channel"]
+        # 8-bit natural images (png/bmp/tif through NaturalImage2DIO): the range to write back is the full 0..255,
+        # not the foreground's (Kvasir's black borders lie below the polyps' minimum)
+        eight_bit = plans.get("image_reader_writer") == "NaturalImage2DIO"
         channels = []
         for i, scheme in enumerate(schemes):
             p = properties[str(i)]
             rgb = scheme == "RGBTo0_1Normalization"
-            low, high = (0.0, 255.0) if rgb else (p["percentile_00_5"], p["percentile_99_5"]) \
+            low, high = (0.0, 255.0) if rgb or eight_bit else (p["percentile_00_5"], p["percentile_99_5"]) \
                 if scheme == "CTNormalization" else (p["min"], p["max"])
             channels.append(ChannelNormalisation(scheme, p["mean"], p["std"], low, high))
         return cls(channels)

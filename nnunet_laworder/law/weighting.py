@@ -47,10 +47,28 @@ def ratio_prior(foreground: torch.Tensor, r_max: float) -> torch.Tensor:
     return 1 + (r.view(-1, *([1] * (foreground.dim() - 1))) - 1) * foreground
 
 
-def normalise_and_clamp(w: torch.Tensor, w_min: float, w_max: float) -> torch.Tensor:
-    """Mean 1 per image, clamp to ``[w_min, w_max]``, mean 1 again (the clamp shifts the mean a little)."""
+def normalise_and_clamp(w: torch.Tensor, w_min: float, w_max: float, iterations: int = 40) -> torch.Tensor:
+    """Mean 1 per image *and* inside ``[w_min, w_max]``: ``clamp(s w, w_min, w_max)`` with the per-image scale
+    ``s`` that makes the mean 1.
+
+    (Normalise, clamp, renormalise pushes clamped values past the clamp again: a 1 % lesion with the prior at
+    ``r_max`` 20 ends at 10.7 > ``w_max``.) ``mean(clamp(s w))`` rises monotonically with ``s`` from ``w_min`` to
+    ``w_max``, so for ``w_min <= 1 <= w_max`` a bisection on ``log s`` finds it (40 halvings: far below float32
+    precision).
+    """
     w = w / spatial_mean(w)
-    return w.clamp(w_min, w_max) / spatial_mean(w.clamp(w_min, w_max))
+    if not w_min <= 1 <= w_max:
+        return w.clamp(w_min, w_max) / spatial_mean(w.clamp(w_min, w_max))
+    flat = w.flatten(1)
+    # at s = w_min / max(w) every weight clamps to w_min (mean <= 1), at s = w_max / min(w) to w_max (mean >= 1)
+    lo = torch.log(w_min / flat.amax(dim=1))
+    hi = torch.log(w_max / flat.amin(dim=1).clamp(min=1e-30))
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        too_low = (flat * mid.exp()[:, None]).clamp(w_min, w_max).mean(dim=1) < 1
+        lo, hi = torch.where(too_low, mid, lo), torch.where(too_low, hi, mid)
+    scale = ((lo + hi) / 2).exp().view(-1, *([1] * (w.dim() - 1)))
+    return (w * scale).clamp(w_min, w_max)
 
 
 def loss_weights(config: WeightingConfig, foreground: torch.Tensor, delta: torch.Tensor, step: int
@@ -61,7 +79,7 @@ def loss_weights(config: WeightingConfig, foreground: torch.Tensor, delta: torch
     a = config.warmup(step)
     log_w = a * torch.log(ratio_prior(foreground, config.r_max))
     if config.mode == "law":
-        log_w = log_w + a * config.beta * delta.detach()
+        log_w = log_w + a * config.beta * delta.detach().float()
     # the exponent is bounded before exp: the clamp decides the final range anyway
     w = normalise_and_clamp(torch.exp(log_w.clamp(-20, 20)), config.w_min, config.w_max)
     empty = foreground.flatten(1).sum(dim=1) == 0  # no lesion: nothing to emphasise, uniform weights

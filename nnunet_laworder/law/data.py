@@ -1,0 +1,419 @@
+"""Training data of the LAW generator: a dataset's *training* cases from nnU-Net raw, normalised as the plans say.
+
+* Cases: ``$nnUNet_raw/DatasetXXX/imagesTr`` + ``labelsTr`` (or the ``dataset`` entry of dataset.json), read with
+  the dataset's own nnU-Net reader. With a fold, only that fold's training cases of
+  ``$nnUNet_preprocessed/DatasetXXX/splits_final.json``; the file is created exactly as ``nnUNetTrainer.do_split``
+  does when it is missing (so nnU-Net later trains on the same folds and LAW never sees a validation case).
+* Intensities: :class:`IntensityNormaliser` from the plans and configuration.
+* Layout (:func:`choose_layout`):
+
+  - ``2d``: 2D data (the reader gives ``(C, 1, H, W)``): images resized to ``image_size`` (bilinear, antialiased;
+    masks nearest).
+  - ``3d``: small 3D volumes (the plans' median shape has at most 64**3 voxels, e.g. Hippocampus): whole volumes,
+    padded / cropped (around the foreground) to ``image_size`` (default: the median shape rounded up to the
+    denoiser's divisor).
+  - ``slices``: large 3D volumes (e.g. KiTS CT): 2D slices along the plans' out-of-plane axis
+    (``transpose_forward[0]``), resized to ``image_size``; every slice with foreground is kept plus a seeded
+    fraction of the empty ones.
+
+:class:`BatchSampler` draws random batches with random flips; everything it draws is a function of
+``(seed, step)`` so that a resumed training continues exactly and data-parallel ranks agree on the global batch.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nnunet_laworder.errors import InputError
+from nnunet_laworder.law.generator import Layout, foreground_labels
+from nnunet_laworder.law.intensity import IntensityNormaliser
+
+SMALL_3D_VOXELS = 64 ** 3
+LAYOUTS = ("auto", "2d", "3d", "slices")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# folders, cases and folds
+
+
+def raw_dataset_folder(dataset: str) -> Path:
+    """``$nnUNet_raw/DatasetXXX_Name`` for an id or a name, with a clear error."""
+    from nnunetv2.paths import nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    if not nnUNet_raw.is_set():
+        raise InputError("nnUNet_raw is not set; export it as for nnUNetv2_plan_and_preprocess")
+    try:
+        name = maybe_convert_to_dataset_name(str(dataset))
+    except RuntimeError:
+        raise InputError(f"dataset {dataset} not found in nnUNet_raw ({nnUNet_raw.get()})") from None
+    folder = Path(nnUNet_raw.get()) / name
+    if not (folder / "dataset.json").is_file():
+        raise InputError(f"{folder / 'dataset.json'} not found: LAW trains on the raw training cases of the dataset")
+    return folder
+
+
+def training_files(raw_folder: Path, dataset_json: dict) -> Dict[str, dict]:
+    """``{case id: {"images": [...], "label": ...}}`` of the training cases, as nnU-Net's preprocessing lists them."""
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    if "dataset" not in dataset_json and not (raw_folder / "imagesTr").is_dir():
+        raise InputError(f"{raw_folder / 'imagesTr'} not found")
+    files = get_filenames_of_train_images_and_targets(str(raw_folder), dict(dataset_json))
+    if not files:
+        raise InputError(f"no training cases in {raw_folder / 'imagesTr'} (file ending "
+                         f"{dataset_json.get('file_ending')})")
+    for case, entry in files.items():  # (one RGB png holds 3 channels: channel counts are checked once read)
+        missing = [f for f in (*entry["images"], entry["label"]) if not os.path.isfile(f)]
+        if missing:
+            raise InputError(f"training case {case}: file not found: {missing[0]}")
+    return files
+
+
+def _save_json_atomic(obj, path: Path) -> None:
+    from batchgenerators.utilities.file_and_folder_operations import save_json
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_json(obj, str(tmp))
+    os.replace(tmp, path)
+
+
+def fold_split(preprocessed_folder: Path, identifiers: Sequence[str], fold: Union[int, str]
+               ) -> Tuple[List[str], List[str]]:
+    """(training cases, validation cases) of ``fold``, exactly as ``nnUNetTrainer.do_split``.
+
+    ``splits_final.json`` is read, or created (5-fold ``generate_crossval_split``, seed 12345, on the sorted
+    identifiers) and written as nnU-Net would. A fold beyond the file's folds gets nnU-Net's seeded random 80:20
+    split; ``"all"`` trains on every case.
+    """
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    identifiers = sorted(identifiers)
+    if str(fold) == "all":
+        return list(identifiers), list(identifiers)
+    fold = int(fold)
+    splits_file = Path(preprocessed_folder) / "splits_final.json"
+    if splits_file.is_file():
+        try:
+            splits = json.loads(splits_file.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{splits_file} is not valid JSON: {e}") from None
+    else:
+        splits = generate_crossval_split(list(np.sort(identifiers)), seed=12345, n_splits=5)
+        _save_json_atomic(splits, splits_file)
+    if fold < len(splits):
+        train, val = [str(k) for k in splits[fold]["train"]], [str(k) for k in splits[fold]["val"]]
+    else:  # nnU-Net's fallback for a fold the file does not hold
+        rnd = np.random.RandomState(seed=12345 + fold)
+        keys = np.sort(list(identifiers))
+        idx_tr = rnd.choice(len(keys), int(len(keys) * 0.8), replace=False)
+        train = [str(keys[i]) for i in idx_tr]
+        val = [str(keys[i]) for i in range(len(keys)) if i not in idx_tr]
+    unknown = sorted(set(train) - set(identifiers))
+    if unknown:
+        raise InputError(f"{splits_file} fold {fold} lists training cases that are not in the raw dataset: "
+                         f"{', '.join(unknown[:5])}")
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# layout
+
+
+def round_up(value: float, divisor: int) -> int:
+    return int(max(divisor, int(np.ceil(value / divisor)) * divisor))
+
+
+def choose_layout(plans: dict, configuration: str, requested: str = "auto") -> Tuple[str, Optional[int]]:
+    """``("2d" | "3d" | "slices", slice axis or None)`` for a dataset, from its plans (see the module doc)."""
+    if requested not in LAYOUTS:
+        raise InputError(f"layout must be one of {', '.join(LAYOUTS)}, got {requested!r}")
+    median = [float(v) for v in plans.get("original_median_shape_after_transp") or
+              plans["configurations"][configuration]["median_image_size_in_voxels"]]
+    is_2d_data = len(median) == 2 or median[0] <= 1
+    if requested == "auto":
+        requested = "2d" if is_2d_data else "3d" if np.prod(median) <= SMALL_3D_VOXELS else "slices"
+    if is_2d_data and requested != "2d":
+        raise InputError(f"the dataset holds 2D images; layout {requested!r} needs 3D volumes")
+    axis = int(plans.get("transpose_forward", [0, 1, 2])[0]) if requested == "slices" else None
+    return requested, axis
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# resizing, padding
+
+
+def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``(C, *spatial)`` float -> ``(C, *size)``, (bi/tri)linear, antialiased when shrinking 2D images."""
+    if tuple(image.shape[1:]) == tuple(size):
+        return image.astype(np.float32, copy=False)
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    x = F.interpolate(x, size=tuple(size), mode=mode, align_corners=False, antialias=len(size) == 2)
+    return x[0].numpy()
+
+
+def resize_segmentation(seg: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``(*spatial)`` integer labels -> ``(*size)``, nearest neighbour."""
+    if tuple(seg.shape) == tuple(size):
+        return seg
+    x = torch.from_numpy(np.ascontiguousarray(seg).astype(np.float32))[None, None]
+    return F.interpolate(x, size=tuple(size), mode="nearest-exact")[0, 0].numpy().round().astype(seg.dtype)
+
+
+def _window(length: int, target: int, centre: float) -> Tuple[int, int]:
+    """Start of a crop of ``target`` in ``length`` centred on ``centre`` (clamped to the volume)."""
+    start = int(round(centre - target / 2))
+    return max(0, min(start, length - target)), target
+
+
+def pad_or_crop(image: Optional[np.ndarray], seg: np.ndarray, size: Sequence[int]
+                ) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """Crop (around the foreground's centre) or pad (centred; images with their per-channel minimum, masks with
+    background) ``seg (*spatial)`` and ``image (C, *spatial)`` to ``size``."""
+    fg = np.argwhere(seg > 0)
+    centre = (fg.min(0) + fg.max(0) + 1) / 2 if len(fg) else np.array(seg.shape) / 2
+    crop = []
+    for axis, (length, target) in enumerate(zip(seg.shape, size)):
+        start = _window(length, target, centre[axis])[0] if length > target else 0
+        crop.append(slice(start, start + min(length, target)))
+    seg = seg[tuple(crop)]
+    if image is not None:
+        image = image[(slice(None), *crop)]
+    pads = [((t - s) // 2, t - s - (t - s) // 2) for s, t in zip(seg.shape, size)]
+    if any(p != (0, 0) for p in pads):
+        seg = np.pad(seg, pads)
+        if image is not None:
+            image = np.stack([np.pad(c, pads, constant_values=c.min()) for c in image])
+    return image, seg
+
+
+def fit_to_layout(image: Optional[np.ndarray], seg: np.ndarray, layout: Layout
+                  ) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """One 2D image / slice ``(C, H, W)`` + ``(H, W)`` or one volume ``(C, D, H, W)`` + ``(D, H, W)`` brought to
+    ``layout.image_size`` as the training data is (resize for 2D layouts, pad / crop for 3D); ``image`` may be
+    None (conditioning masks only)."""
+    size = list(layout.image_size)
+    if layout.dim == 2:
+        return (None if image is None else resize_image(image, size)), resize_segmentation(seg, size)
+    return pad_or_crop(image, seg, size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class TrainingData:
+    images: torch.Tensor  # (N, C, *size) float32, normalised
+    segmentations: torch.Tensor  # (N, *size) int16 label values
+    items: List[str]  # per item: case id, or "case@slice" for slice-wise layouts
+    cases: List[str]  # the training cases used (a fold's training cases when a fold was given)
+    validation_cases: List[str]  # the cases excluded as the fold's validation cases
+    layout: Layout
+    normaliser: IntensityNormaliser
+    dataset_name: str
+    configuration: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _read(reader, entry: dict, case: str) -> Tuple[np.ndarray, np.ndarray, dict]:
+    try:
+        image, properties = reader.read_images(entry["images"])
+    except Exception as e:  # noqa: BLE001 - any failure of the reader is an unreadable input file
+        raise InputError(f"training case {case}: cannot read {', '.join(entry['images'])}: {e}") from None
+    try:
+        seg, _ = reader.read_seg(entry["label"])
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"training case {case}: cannot read {entry['label']}: {e}") from None
+    if tuple(image.shape[1:]) != tuple(seg.shape[1:]):
+        raise InputError(f"training case {case}: image {entry['images'][0]} has shape {tuple(image.shape[1:])} but "
+                         f"label {entry['label']} has shape {tuple(seg.shape[1:])}")
+    return image, seg[0], properties
+
+
+def load_training_data(dataset: str, configuration: Optional[str] = None, fold: Union[int, str, None] = None,
+                       plans_name: str = "nnUNetPlans", image_size: Optional[Sequence[int]] = None,
+                       layout: str = "auto", divisor: int = 4, empty_slice_fraction: float = 0.1, seed: int = 0,
+                       progress: bool = False) -> TrainingData:
+    """Read, check and normalise a dataset's training cases (all of them, or a fold's) for LAW training.
+
+    Every case is read and checked before anything is trained: unreadable files, image / label shape mismatches,
+    channel counts and label values outside dataset.json end here with an :class:`InputError` naming the file.
+    """
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    from tqdm import tqdm
+
+    from nnunet_laworder.planning.plans_file import preprocessed_dataset_folder
+
+    preprocessed = preprocessed_dataset_folder(str(dataset))
+    raw = raw_dataset_folder(str(dataset))
+    plans_file = preprocessed / f"{plans_name}.json"
+    if not plans_file.is_file():
+        raise InputError(f"plans file {plans_file} not found; run nnUNetv2_plan_and_preprocess -d {dataset}")
+    plans = json.loads(plans_file.read_text())
+    configuration = configuration or default_configuration(plans)
+    if configuration not in plans["configurations"]:
+        raise InputError(f"{plans_file} has no configuration {configuration!r} "
+                         f"(available: {', '.join(plans['configurations'])})")
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    labels = foreground_labels(dataset_json)
+    if not labels:
+        raise InputError(f"{raw / 'dataset.json'} declares no foreground label")
+    normaliser = IntensityNormaliser.from_plans(plans, configuration)
+    kind, slice_axis = choose_layout(plans, configuration, layout)
+
+    files = training_files(raw, dataset_json)
+    if fold is None:
+        cases, validation = sorted(files), []
+    else:
+        cases, validation = fold_split(preprocessed, list(files), fold)
+    cases, validation = sorted(map(str, cases)), sorted(map(str, validation))
+    first = files[cases[0]]
+    reader = determine_reader_writer_from_dataset_json(dataset_json, first["images"][0], verbose=False)()
+    allowed = {0, *labels, *([dataset_json["labels"]["ignore"]] if "ignore" in dataset_json["labels"] else [])}
+
+    raw_cases = []
+    for case in tqdm(cases, desc="reading cases", disable=not progress, leave=False):
+        entry = files[case]
+        image, seg, properties = _read(reader, entry, case)
+        if image.shape[0] != len(normaliser.channels):
+            raise InputError(f"training case {case}: {len(entry['images'])} image file(s) give {image.shape[0]} "
+                             f"channels, the plans normalise {len(normaliser.channels)}")
+        values = set(np.unique(seg).astype(int).tolist())
+        if not values <= allowed:
+            raise InputError(f"training case {case}: label {entry['label']} holds values "
+                             f"{sorted(values - allowed)} that dataset.json does not declare")
+        if kind == "2d" and image.shape[1] != 1:
+            raise InputError(f"training case {case}: {entry['images'][0]} is a volume {tuple(image.shape[1:])} in a "
+                             f"2D dataset")
+        raw_cases.append((case, normaliser.forward(image.astype(np.float32)), seg.astype(np.int16),
+                          properties.get("spacing")))
+
+    rng = np.random.default_rng(seed)
+    items, images, segs = [], [], []
+    if kind == "2d":
+        size = list(image_size or (128, 128))
+        for case, image, seg, _ in raw_cases:
+            im, sg = fit_to_layout(image[:, 0], seg[0], Layout(2, size, labels))
+            items.append(case), images.append(im), segs.append(sg)
+    elif kind == "3d":
+        shapes = np.array([seg.shape for _, _, seg, _ in raw_cases])
+        size = list(image_size or [round_up(v, divisor) for v in np.median(shapes, axis=0)])
+        if len(size) != 3:
+            raise InputError(f"a 3D layout needs --image-size with 3 values, got {size}")
+        for case, image, seg, _ in raw_cases:
+            im, sg = pad_or_crop(image, seg, size)
+            items.append(case), images.append(im), segs.append(sg)
+    else:
+        size = list(image_size or (128, 128))
+        for case, image, seg, _ in raw_cases:
+            image, seg = np.moveaxis(image, 1 + slice_axis, 1), np.moveaxis(seg, slice_axis, 0)
+            has_fg = seg.reshape(seg.shape[0], -1).max(1) > 0
+            empty = np.flatnonzero(~has_fg)
+            keep = set(np.flatnonzero(has_fg).tolist())
+            keep |= set(rng.choice(empty, int(round(empty_slice_fraction * len(empty))), replace=False).tolist())
+            for i in sorted(keep):
+                items.append(f"{case}@{i}")
+                images.append(resize_image(image[:, i], size))
+                segs.append(resize_segmentation(seg[i], size))
+    if kind != "3d" and len(size) != 2:
+        raise InputError(f"a 2D layout needs --image-size with 2 values, got {size}")
+    if any(s % divisor for s in size):
+        raise InputError(f"--image-size {' '.join(map(str, size))} must be divisible by {divisor} (the denoiser "
+                         f"halves the size {int(np.log2(divisor))} times)")
+    if not items:
+        raise InputError(f"no training images left for dataset {dataset}")
+    spacings = [s for *_, s in raw_cases if s is not None]
+    extra = {"dataset": raw.name, "configuration": configuration, "plans": plans_name, "fold": fold,
+             "layout": kind, "cases": cases,
+             "median_spacing": np.median(np.array(spacings), 0).tolist() if spacings else None}
+    layout_obj = Layout(2 if kind != "3d" else 3, [int(s) for s in size], labels, slice_axis,
+                        dataset_json["file_ending"], extra)
+    return TrainingData(torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(segs)), items, cases,
+                        validation, layout_obj, normaliser, raw.name, configuration)
+
+
+def default_configuration(plans: dict) -> str:
+    configurations = plans["configurations"]
+    for name in ("2d", "3d_fullres"):
+        if name in configurations:
+            return name
+    return next(iter(configurations))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# batches
+
+
+class LAWDataset(torch.utils.data.Dataset):
+    """Items ``(normalised image, one-hot mask, union foreground (1, *size))`` without augmentation."""
+
+    def __init__(self, data: TrainingData):
+        self.data = data
+        self.labels = torch.tensor(data.layout.labels, dtype=data.segmentations.dtype)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def masks(self, segmentations: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(B, *size)`` labels -> (one-hot ``(B, M, *size)``, union foreground ``(B, 1, *size)``), float32."""
+        onehot = (segmentations[:, None] == self.labels.view(1, -1, *([1] * (segmentations.dim() - 1)))).float()
+        return onehot, onehot.amax(dim=1, keepdim=True)
+
+    def __getitem__(self, index: int):
+        onehot, fg = self.masks(self.data.segmentations[index][None])
+        return self.data.images[index], onehot[0], fg[0]
+
+
+class BatchSampler:
+    """Random batches with random flips along every spatial axis, a pure function of ``(seed, step)``.
+
+    With data parallelism every rank draws the same global batch and keeps its share (``rank::world_size``).
+    """
+
+    def __init__(self, data: TrainingData, batch_size: int, seed: int = 0, flips: bool = True):
+        if batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+        self.dataset = LAWDataset(data)
+        self.batch_size, self.seed, self.flips = batch_size, seed, flips
+
+    def indices(self, step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        n = len(self.dataset)
+        # an epoch-like draw: without replacement when the batch fits, so small datasets are used evenly
+        return torch.randperm(n, generator=g)[:self.batch_size] if self.batch_size <= n else \
+            torch.randint(0, n, (self.batch_size,), generator=g)
+
+    def batch(self, step: int, rank: int = 0, world_size: int = 1, device=None):
+        """(images, one-hot masks, union foreground) of training step ``step`` for ``rank``."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step + 7_777_777)
+        index = self.indices(step)
+        images = self.dataset.data.images[index]
+        segs = self.dataset.data.segmentations[index]
+        if self.flips:
+            spatial = images.dim() - 2
+            flip = torch.rand((len(index), spatial), generator=g) < 0.5
+            images, segs = images.clone(), segs.clone()
+            for i in range(len(index)):
+                axes = [a for a in range(spatial) if flip[i, a]]
+                if axes:
+                    images[i] = images[i].flip([1 + a for a in axes])
+                    segs[i] = segs[i].flip(axes)
+        images, segs = images[rank::world_size], segs[rank::world_size]
+        onehot, fg = self.dataset.masks(segs)
+        if device is not None:
+            images, onehot, fg = images.to(device), onehot.to(device), fg.to(device)
+        return images, onehot, fg

@@ -1,0 +1,102 @@
+"""Small real, planned nnU-Net datasets for the LAW tests (module-scoped: prepared once per test module).
+
+Use in a test module::
+
+    from law_fixtures import law_folders, law_kvasir, law_hippocampus  # noqa: F401  (pytest fixtures)
+
+    def test_something(law_kvasir):
+        law_kvasir.dataset_id      # 901 -> "-d 901"
+        law_kvasir.env             # environment for child processes (nnunet_env of the module's folders)
+        law_kvasir.raw             # $nnUNet_raw/Dataset901_KvasirSEG
+        law_kvasir.preprocessed    # $nnUNet_preprocessed/Dataset901_KvasirSEG (plans, fingerprint, splits)
+
+* ``law_folders``: fresh nnUNet_raw / nnUNet_preprocessed / nnUNet_results for the module, exported in this
+  process (``os.environ``) for the module's lifetime, so in-process calls see them too. Do not combine with the
+  function-scoped ``nnunet_dirs`` fixture of conftest.py in the same test (it re-points the variables).
+* ``law_kvasir``: 16 real Kvasir-SEG pairs, converted with ``nnunet-laworder convert kvasir-seg --max-size 96``
+  (RGB png, 0/1 labels, longer side 96) and planned with ``nnUNetv2_plan_and_preprocess -c 2d -np 1``.
+  No test split: all 16 are training cases. (About a minute on a 2-core CPU.)
+* ``law_hippocampus``: 10 MSD Hippocampus cases (3D MRI, labels 1 and 2, volumes ~35x50x35) planned with
+  ``-c 3d_fullres -np 1``.
+
+Results of trainings written by one test stay in ``law_folders["nnUNet_results"]`` for the others of the module.
+"""
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nnunet_helpers import nnunet_env, run, write_msd_subset
+
+KVASIR_ID, HIPPO_ID = 901, 902
+KVASIR_CASES, HIPPO_CASES = 16, 10
+KVASIR_MAX_SIZE = 96
+
+
+@dataclass
+class PlannedDataset:
+    dataset_id: int
+    name: str  # "Dataset901_KvasirSEG"
+    raw: Path
+    preprocessed: Path
+    folders: dict  # nnUNet_raw / nnUNet_preprocessed / nnUNet_results
+    env: dict  # for child processes
+
+    @property
+    def results(self) -> Path:
+        return self.folders["nnUNet_results"] / self.name
+
+    def training_cases(self) -> list:
+        """The case identifiers in labelsTr, sorted."""
+        ending = ".png" if any(self.raw.glob("labelsTr/*.png")) else ".nii.gz"
+        return sorted(p.name[:-len(ending)] for p in (self.raw / "labelsTr").glob(f"*{ending}"))
+
+
+@pytest.fixture(scope="module")
+def law_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("law_nnunet")
+    dirs = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for path in dirs.values():
+        path.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, path in dirs.items():
+            mp.setenv(name, str(path))
+        yield dirs
+
+
+def _planned(folders: dict, dataset_id: int) -> PlannedDataset:
+    raw = next(folders["nnUNet_raw"].glob(f"Dataset{dataset_id:03d}_*"))
+    return PlannedDataset(dataset_id, raw.name, raw, folders["nnUNet_preprocessed"] / raw.name, folders,
+                          nnunet_env(folders))
+
+
+@pytest.fixture(scope="module")
+def law_kvasir(law_folders, tmp_path_factory) -> PlannedDataset:
+    from conftest import require_data
+
+    src = require_data("kvasir-seg")
+    official = tmp_path_factory.mktemp("law_kvasir_official")
+    names = sorted(p.stem for p in (src / "images").glob("*.jpg"))[:KVASIR_CASES]
+    for sub in ("images", "masks"):
+        (official / sub).mkdir()
+        for name in names:
+            shutil.copy(src / sub / f"{name}.jpg", official / sub / f"{name}.jpg")
+    env = nnunet_env(law_folders)
+    run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID),
+         "--max-size", str(KVASIR_MAX_SIZE)], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "1"], env)
+    return _planned(law_folders, KVASIR_ID)
+
+
+@pytest.fixture(scope="module")
+def law_hippocampus(law_folders) -> PlannedDataset:
+    from conftest import require_data
+
+    src = require_data("msd-hippocampus")
+    cases = sorted(p.name[:-len(".nii.gz")] for p in (src / "imagesTr").glob("*.nii.gz"))[:HIPPO_CASES]
+    write_msd_subset(src, law_folders["nnUNet_raw"], HIPPO_ID, "Hippocampus", cases,
+                     {"background": 0, "Anterior": 1, "Posterior": 2}, {"0": "MRI"})
+    env = nnunet_env(law_folders)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "1"], env)
+    return _planned(law_folders, HIPPO_ID)
