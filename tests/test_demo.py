@@ -1,4 +1,5 @@
-"""``nnunet-laworder demo``: the shipped sample, and the whole workflow on CPU (slow: a few minutes)."""
+"""``nnunet-laworder demo``: the shipped sample, and the whole workflow (ORDER, then LAW) on CPU (slow: a few
+minutes)."""
 import json
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from PIL import Image
 
 from nnunet_laworder.cli import main
-from nnunet_laworder.demo.pipeline import N_TEST, SAMPLE, held_out_cases
+from nnunet_laworder.demo.pipeline import LAW_SYNTHETIC_CASES, N_TEST, SAMPLE, held_out_cases
 
 N_SAMPLE = 64
 # Measured on a 2-core CPU (nnUNetTrainerORDER_cpu, five runs): held-out mean Dice 0.44, 0.44, 0.59, 0.63, 0.64
@@ -47,15 +48,28 @@ def test_demo_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
     assert 0 < report["test"]["all_polyp_baseline_dice"] < 1
     assert 0 <= report["validation_dice"] <= 1
     assert report["network"]["class"] == "ORDER" and 30_000 < report["network"]["parameters"] < 60_000
-    assert [c.split()[0] for c in report["commands"]] == [
+    commands = [c.split() for c in report["commands"]]
+    assert [c[0] for c in commands] == [
         "nnunet-laworder", "nnUNetv2_plan_and_preprocess", "nnunet-laworder", "nnUNetv2_train", "nnUNetv2_predict",
-        "nnUNetv2_evaluate_folder"]
-    for figure, min_height in (("predictions.png", 100 * N_TEST), ("training_curves.png", 200)):
+        "nnUNetv2_evaluate_folder", "nnunet-laworder", "nnunet-laworder", "nnunet-laworder"]
+    assert [c[1:3] for c in commands[6:]] == [["law", "train"], ["law", "synthesize"], ["law", "evaluate"]]
+
+    law = report["law"]
+    assert law["synthetic_cases"] == LAW_SYNTHETIC_CASES and law["real_cases"] == N_SAMPLE - N_TEST
+    # synthetic cases train, never validate; fold 0 validates on the real-only dataset's 1/5 of the real cases
+    assert law["fold"]["val_synthetic"] == 0 and 0 < law["fold"]["train_synthetic"] <= LAW_SYNTHETIC_CASES
+    assert law["fold"]["val"] == round((N_SAMPLE - N_TEST) / 5)
+    assert 0 <= law["layout_fidelity_synthetic"] <= 1 and 0.3 < law["layout_fidelity_real"] <= 1
+    ratios = [w["lesion_to_background"] for w in law["weights"]]
+    assert ratios[0] == pytest.approx(1, abs=1e-5) and min(ratios[1:]) > 1.5  # uniform, then on the lesions
+    for figure, min_height in (("predictions.png", 100 * N_TEST), ("training_curves.png", 200),
+                               ("law_weight_maps.png", 400), ("law_grid.png", 200), ("law_loss_curves.png", 200)):
         with Image.open(report_dir / figure) as image:
             image.verify()
         with Image.open(report_dir / figure) as image:
             assert image.width >= 300 and image.height >= min_height
-    assert "| **mean** |" in (report_dir / "report.md").read_text()
+    markdown = (report_dir / "report.md").read_text()
+    assert "| **mean** |" in markdown and "![weight maps](law_weight_maps.png)" in markdown
 
     before = {p.name: p.read_bytes() for p in report_dir.iterdir()}
     assert main(["demo", "--output", str(out)]) == 2

@@ -343,6 +343,12 @@ def test_hippocampus_trains_in_3d_and_samples(law_hippocampus):
                     generator=torch.Generator().manual_seed(0))
     assert images.shape == (1, 1, *layout.image_size) and torch.isfinite(images).all()
     assert generator.normaliser.inverse(images[0].numpy()).shape == (1, *layout.image_size)
+    # DDIM with the data's normalised range: a 3-step generator's samples stay inside it, unclipped ones do not
+    bound = generator.normaliser.normalised_bound()
+    assert 1 < bound < 20
+    clipped = sample(generator.denoiser, masks, sampling_scheduler(training_scheduler(), "ddim", bound), steps=2,
+                     generator=torch.Generator().manual_seed(0))
+    assert clipped.abs().max() <= bound + 1e-4 < images.abs().max()
 
 
 # ---------------------------------------------------------------------------------------------------------------

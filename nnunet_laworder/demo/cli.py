@@ -6,10 +6,11 @@ DEFAULT_OUTPUT = Path("nnunet_laworder_demo")
 
 
 def run(args) -> int:
-    from nnunet_laworder.demo.pipeline import StageFailed, run_demo  # nnU-Net and torch load slowly
+    from nnunet_laworder.demo.pipeline import run_demo  # nnU-Net and torch load slowly
+    from nnunet_laworder.workflow import StageFailed
 
     try:
-        report = run_demo(args.output, args.device, args.trainer, args.overwrite)
+        report = run_demo(args.output, args.device, args.trainer, args.overwrite, args.law)
     except StageFailed as e:
         print(f"nnunet-laworder demo: {e}", file=sys.stderr)
         return 1
@@ -21,11 +22,13 @@ def register(subparsers) -> None:
     from nnunet_laworder.demo.pipeline import DEFAULT_TRAINER
 
     parser = subparsers.add_parser(
-        "demo", help="train and evaluate ORDER on a shipped Kvasir-SEG sample (a few CPU minutes)",
+        "demo", help="ORDER and LAW on a shipped Kvasir-SEG sample (a few CPU minutes)",
         description="Runs, as child processes and printed as you would type them: convert the shipped Kvasir-SEG "
                     "sample (64 downscaled pairs, 8 held out), nnUNetv2_plan_and_preprocess, "
                     "nnunet-laworder plans, nnUNetv2_train, nnUNetv2_predict on the held-out images and "
-                    "nnUNetv2_evaluate_folder; then writes a report (Dice table, figures) into OUTPUT/report.")
+                    "nnUNetv2_evaluate_folder; then the LAW stage (law train on fold 0's training cases, law "
+                    "synthesize into a real + synthetic dataset, law evaluate); then writes a report (Dice table, "
+                    "figures, LAW weight maps and synthetic samples) into OUTPUT/report.")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"demo folder: nnU-Net's folders, predictions, log, report (default: ./{DEFAULT_OUTPUT})")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu",
@@ -33,4 +36,6 @@ def register(subparsers) -> None:
     parser.add_argument("--trainer", default=DEFAULT_TRAINER,
                         help=f"an ORDER trainer (default: {DEFAULT_TRAINER}, sized for a few CPU minutes)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier demo in OUTPUT")
+    parser.add_argument("--no-law", dest="law", action="store_false",
+                        help="skip the LAW stage (generator training, synthetic dataset, layout fidelity)")
     parser.set_defaults(func=run)

@@ -2,9 +2,7 @@
 import os
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -13,6 +11,7 @@ from tqdm import tqdm
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.training.cli import trainer_folder
+from nnunet_laworder.workflow import Stage, run_stage
 
 SAMPLE = Path(__file__).resolve().parent / "kvasir_sample"
 DATASET_ID = 990
@@ -22,22 +21,20 @@ CONFIGURATION = "2d_order"
 FOLD = 0
 N_TEST = 8
 DEFAULT_TRAINER = "nnUNetTrainerORDER_cpu"
+# The LAW stage, sized for a few CPU minutes: a small generator at 32x32 (learning rate raised for the short run),
+# trained on fold 0's training cases only, writes 16 synthetic cases into a new dataset
+LAW_DATASET_ID = 991
+LAW_DATASET_NAME = DATASET_NAME + "LAW"
+LAW_TRAIN_OPTIONS = ["--iterations", "600", "--batch-size", "16", "--image-size", "32", "32", "--features", "16", "32",
+                     "64", "--lr", "1e-3", "--warmup-steps", "100", "--save-every", "200"]
+LAW_SYNTHETIC_CASES = 16
+LAW_SAMPLING_STEPS = 25
 # what the demo writes under its output folder; any of them present means an earlier run's results
 OUTPUTS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "predictions", "report", "test_cases.txt",
            "demo.log")
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 # a 2-core CPU machine: more worker processes than cores only add start-up time and contention
 CPU_ENV = {"nnUNet_n_proc_DA": "2", "nnUNet_def_n_proc": "1"}
-
-
-class StageFailed(Exception):
-    """A child command of the demo exited with an error (its output is in demo.log)."""
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    command: List[str]
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,19 @@ class DemoPaths:
     @property
     def log(self) -> Path:
         return self.root / "demo.log"
+
+    @property
+    def law_dataset(self) -> Path:
+        return self.root / "nnUNet_raw" / f"Dataset{LAW_DATASET_ID:03d}_{LAW_DATASET_NAME}"
+
+    @property
+    def law_run(self) -> Path:
+        """``law train``'s folder for the demo's generator (fold 0, LAW weighting, plans of the 2d configuration)."""
+        return self.root / "nnUNet_results" / self.raw_dataset.name / f"LAW__law__{BASE_CONFIGURATION}" / f"fold_{FOLD}"
+
+    @property
+    def law_evaluation(self) -> Path:
+        return self.root / "nnUNet_results" / self.law_dataset.name / "law_evaluation"
 
     def model_folder(self, trainer: str) -> Path:
         return (self.root / "nnUNet_results" / self.raw_dataset.name /
@@ -133,31 +143,27 @@ def stages(paths: DemoPaths, device: str, trainer: str) -> List[Stage]:
     ]
 
 
-def executable(name: str) -> str:
-    """A console script by name; beside this Python when its bin folder is not on PATH (a venv not activated)."""
-    return shutil.which(name) or str(Path(sys.executable).with_name(name))
+def law_stages(device: str, trainer: str) -> List[Stage]:
+    """LAW on the same data: train the generator on fold 0's training cases, write real + synthetic as a new
+    dataset, and measure layout fidelity with the ORDER model just trained (FID needs far more than 16 images)."""
+    d, fold = str(DATASET_ID), str(FOLD)
+    return [
+        Stage("LAW train", ["nnunet-laworder", "law", "train", "-d", d, "-c", BASE_CONFIGURATION, "-f", fold,
+                            *LAW_TRAIN_OPTIONS, "-device", device, "--no-progress"]),
+        Stage("LAW synthesize", ["nnunet-laworder", "law", "synthesize", "-d", d, "-o", str(LAW_DATASET_ID),
+                                 "-f", fold, "--num", str(LAW_SYNTHETIC_CASES), "--steps", str(LAW_SAMPLING_STEPS),
+                                 "-device", device, "--no-progress"]),
+        # law evaluate predicts with nnU-Net's predictor, which knows cuda and cpu
+        Stage("LAW evaluate", ["nnunet-laworder", "law", "evaluate", "-d", str(LAW_DATASET_ID), "--no-fid",
+                               "--model-dataset", d, "-c", CONFIGURATION, "-tr", trainer, "-f", fold,
+                               "-device", "cuda" if device == "cuda" else "cpu", "--no-progress"]),
+    ]
 
 
-def run_stage(stage: Stage, env: dict, log: Path) -> float:
-    """Print and log the command, run it with its output appended to ``log``; returns its wall time."""
-    line = shlex.join(stage.command)
-    tqdm.write(f"$ {line}")
-    with log.open("a") as out:
-        out.write(f"\n$ {line}\n")
-        out.flush()
-        start = time.perf_counter()
-        code = subprocess.run([executable(stage.command[0]), *stage.command[1:]], env=env, stdout=out,
-                              stderr=subprocess.STDOUT).returncode
-        seconds = time.perf_counter() - start
-        out.write(f"# exit status {code} after {seconds:.1f} s\n")
-    if code != 0:
-        raise StageFailed(f"{stage.name} failed (exit status {code}): {line}\n--- last lines of {log} ---\n"
-                          + "\n".join(log.read_text().splitlines()[-30:]))
-    return seconds
-
-
-def run_demo(output: Path, device: str = "cpu", trainer: str = DEFAULT_TRAINER, overwrite: bool = False) -> Path:
-    """Run the whole workflow into ``output``; returns the report folder."""
+def run_demo(output: Path, device: str = "cpu", trainer: str = DEFAULT_TRAINER, overwrite: bool = False,
+             law: bool = True) -> Path:
+    """Run the whole workflow (with the LAW stage unless ``law`` is False) into ``output``; returns the report
+    folder."""
     from nnunet_laworder.demo.report import write_report
 
     paths = DemoPaths(Path(output).resolve())
@@ -168,10 +174,10 @@ def run_demo(output: Path, device: str = "cpu", trainer: str = DEFAULT_TRAINER, 
     tqdm.write(f"{exports}\n# output of each command: {paths.log}")
     paths.log.write_text(exports + "\n")
     env = dict(os.environ, **variables)
-    plan = stages(paths, device, trainer)
+    plan = stages(paths, device, trainer) + (law_stages(device, trainer) if law else [])
     timings = {}
     with tqdm(plan, desc="demo", unit="stage", file=sys.stdout) as bar:
         for stage in bar:
             bar.set_postfix_str(stage.name)
             timings[stage.name] = run_stage(stage, env, paths.log)
-    return write_report(paths, trainer, device, variables, [shlex.join(s.command) for s in plan], timings)
+    return write_report(paths, trainer, device, variables, [shlex.join(s.command) for s in plan], timings, law)

@@ -1,4 +1,5 @@
-"""The demo's report: held-out Dice / IoU from nnU-Net's evaluation, the trained network, figures."""
+"""The demo's report: held-out Dice / IoU from nnU-Net's evaluation, the trained network, figures, and the LAW
+stage (weight maps, synthetic samples, layout fidelity, the real + synthetic split)."""
 import json
 import shutil
 from pathlib import Path
@@ -85,11 +86,63 @@ def plot_predictions(paths: DemoPaths, cases: List[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def lesion_weight_ratios(weight_maps: Path) -> List[dict]:
+    """Per weight-map snapshot: mean LAW weight on lesion pixels / on background pixels of the fixed masks
+    (1 at step 0, where the weights are uniform)."""
+    snapshots = np.load(weight_maps)
+    lesion = snapshots["masks"] > 0
+    return [{"step": int(step), "lesion_to_background": float(maps[lesion].mean() / maps[~lesion].mean())}
+            for step, maps in zip(snapshots["steps"], snapshots["maps"])]
+
+
+def law_summary(paths: DemoPaths) -> dict:
+    """What the LAW stage produced: the new dataset, its fold-0 split, layout fidelity and the weights' focus."""
+    evaluation = json.loads((paths.law_evaluation / "law_evaluation.json").read_text())
+    fold = json.loads((paths.law_dataset / "splits_final.json").read_text())[FOLD]
+    fidelity = evaluation["layout_fidelity"]
+    return {
+        "dataset": paths.law_dataset.name,
+        "synthetic_cases": evaluation["n_synthetic_cases"],
+        "real_cases": evaluation["n_real_cases"],
+        "fold": {"train": len(fold["train"]), "train_synthetic": sum(c.startswith("law_") for c in fold["train"]),
+                 "val": len(fold["val"]), "val_synthetic": sum(c.startswith("law_") for c in fold["val"])},
+        "layout_fidelity_synthetic": fidelity["synthetic"]["mean"],
+        "layout_fidelity_real": fidelity["real_reference"]["mean"],
+        "weights": lesion_weight_ratios(paths.law_run / "weight_maps.npz"),
+    }
+
+
+def law_markdown(law: dict) -> List[str]:
+    fold = law["fold"]
+    weights = ", ".join(f"{w['lesion_to_background']:.2f} at step {w['step']}" for w in law["weights"])
+    return [
+        "## LAW: synthetic data",
+        "",
+        f"`law train` fitted the mask-conditioned diffusion generator on fold {FOLD}'s training cases only; "
+        f"`law synthesize` wrote `{law['dataset']}`: {law['real_cases']} real + {law['synthetic_cases']} synthetic "
+        f"cases. Its fold {FOLD} trains on {fold['train']} cases ({fold['train_synthetic']} synthetic) and validates on "
+        f"{fold['val']} real cases ({fold['val_synthetic']} synthetic), the same real cases as the real-only dataset.",
+        "",
+        f"- mean LAW weight on lesion / on background pixels: {weights} (uniform at step 0, then on the lesions)",
+        f"- layout fidelity (Dice between the conditioning mask and the ORDER model's prediction on the image): "
+        f"**{law['layout_fidelity_synthetic']:.3f}** on synthetic images, {law['layout_fidelity_real']:.3f} on real "
+        f"ones. The demo's generator trains for a few CPU minutes at 32x32 pixels; `law train`'s defaults (20,000 "
+        f"steps at 128x128) are sized for a GPU.",
+        "",
+        "![weight maps](law_weight_maps.png)",
+        "",
+        "![mask / real / synthetic](law_grid.png)",
+        "",
+        "![LAW training losses](law_loss_curves.png)",
+        "",
+    ]
+
+
 def markdown(report: dict) -> str:
     """report.md: the numbers, the per-case table and the figures."""
     test = report["test"]
     lines = [
-        "# nnunet-laworder demo: ORDER on a Kvasir-SEG sample",
+        "# nnunet-laworder demo: ORDER and LAW on a Kvasir-SEG sample",
         "",
         f"Trainer `{report['trainer']}` on `{report['device']}`, configuration `{CONFIGURATION}`, fold {FOLD}: "
         f"{report['network']['parameters']:,} parameters, {report['training']['epochs']} epochs in "
@@ -109,6 +162,7 @@ def markdown(report: dict) -> str:
         "",
         "![training curves](training_curves.png)",
         "",
+        *(law_markdown(report["law"]) if report["law"] else []),
         "Commands run (output in `../demo.log`):",
         "",
         "```",
@@ -124,8 +178,9 @@ def markdown(report: dict) -> str:
 
 
 def write_report(paths: DemoPaths, trainer: str, device: str, environment: dict, commands: List[str],
-                 timings: dict) -> Path:
-    """Write report.json, report.md, predictions.png and training_curves.png into ``paths.report``."""
+                 timings: dict, law: bool = True) -> Path:
+    """Write report.json, report.md, predictions.png and training_curves.png into ``paths.report``, and with the
+    LAW stage law_weight_maps.png, law_grid.png and law_loss_curves.png."""
     cases = test_metrics(paths.predictions / "summary.json")
     fold_folder = paths.fold_folder(trainer)
     network, checkpoint = trained_network(paths.model_folder(trainer), fold_folder)
@@ -142,6 +197,7 @@ def write_report(paths: DemoPaths, trainer: str, device: str, environment: dict,
         "network": {"class": type(network).__name__,
                     "parameters": sum(p.numel() for p in network.parameters())},
         "training": {"seconds": timings["train"], "epochs": checkpoint["current_epoch"]},
+        "law": law_summary(paths) if law else None,
         "stage_seconds": timings,
         "environment": environment,
         "commands": commands,
@@ -150,5 +206,9 @@ def write_report(paths: DemoPaths, trainer: str, device: str, environment: dict,
     (paths.report / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_predictions(paths, cases, paths.report / "predictions.png")
     shutil.copy(fold_folder / "progress.png", paths.report / "training_curves.png")
+    if law:
+        shutil.copy(paths.law_run / "weight_maps.png", paths.report / "law_weight_maps.png")
+        shutil.copy(paths.law_run / "loss_curves.png", paths.report / "law_loss_curves.png")
+        shutil.copy(paths.law_evaluation / "law_grid.png", paths.report / "law_grid.png")
     (paths.report / "report.md").write_text(markdown(report))
     return paths.report

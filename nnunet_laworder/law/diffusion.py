@@ -14,9 +14,15 @@ def training_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
                          prediction_type="epsilon", clip_sample=False)
 
 
-def sampling_scheduler(train_scheduler: DDPMScheduler, sampler: str = "ddim"):
+def sampling_scheduler(train_scheduler: DDPMScheduler, sampler: str = "ddim", clip_range: Optional[float] = None):
+    """The sampler on the training schedule. ``clip_range``: DDIM clips its predicted clean image to
+    ``[-clip_range, clip_range]`` at every step (the normalised range of the data); without it a short-trained
+    model's errors compound into saturated colours. DPM-Solver++ has no such clip in diffusers (its thresholding
+    rescales to [-1, 1], which z-scored data are not)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "ddim" and clip_range is not None:
+        return DDIMScheduler.from_config(train_scheduler.config, clip_sample=True, clip_sample_range=clip_range)
     return SAMPLERS[sampler].from_config(train_scheduler.config)
 
 

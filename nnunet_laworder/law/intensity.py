@@ -66,6 +66,10 @@ class IntensityNormaliser:
         """``(C, *spatial)`` raw intensities -> normalised float32."""
         return np.stack([c.forward(image[i]) for i, c in enumerate(self.channels)])
 
+    def normalised_bound(self) -> float:
+        """The largest absolute normalised value of any channel's writable range (what sampling may clip to)."""
+        return float(max(np.abs(c.forward(np.array([c.low, c.high]))).max() for c in self.channels))
+
     def inverse(self, image: np.ndarray) -> np.ndarray:
         """``(C, *spatial)`` normalised -> intensities in the dataset's range (float; cast when writing)."""
         return np.stack([c.inverse(image[i]) for i, c in enumerate(self.channels)])

@@ -65,7 +65,7 @@ from pathlib import Path
 SAMPLER_CHOICES = ("ddim", "dpm")
 WEIGHTING_CHOICES = ("law", "prior", "uniform")
 CASE_PREFIX = "law_"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: DDIM clips its clean-image estimate to the data's range
 PROVENANCE = "provenance.json"
 SPLITS = "splits_final.json"
 PIL_ENDINGS = (".png", ".bmp")
@@ -505,7 +505,8 @@ class Synthesis:
         self.generator.to(self.device)
         self.generator.denoiser.eval()
         self.train_schedule = training_scheduler()
-        self.sampling_scheduler = lambda: sampling_scheduler(self.train_schedule, self.args.sampler)
+        clip_range = self.generator.normaliser.normalised_bound()
+        self.sampling_scheduler = lambda: sampling_scheduler(self.train_schedule, self.args.sampler, clip_range)
         self.rw = self.rw_class()
 
     def _synthesize_case(self, index: int) -> None:

@@ -87,10 +87,12 @@ def loss_weights(config: WeightingConfig, foreground: torch.Tensor, delta: torch
 
 
 class LAWHead(nn.Module):
-    """Delta and Dice heads on the denoiser's late features, the conditioning mask and the timestep embedding."""
+    """Delta and Dice heads on the denoiser's late features, the conditioning mask and the timestep embedding.
+
+    ``hidden`` 16: its two full-resolution 3x3 convolutions add about 5 % to a training step's FLOPs (32: 12 %)."""
 
     def __init__(self, conv_op: Type[_ConvNd], feature_channels: int, mask_channels: int, time_dim: int,
-                 hidden: int = 32):
+                 hidden: int = 16):
         super().__init__()
         self.time = nn.Linear(time_dim, hidden)
         self.trunk = nn.Sequential(conv_op(feature_channels + mask_channels, hidden, 3, padding=1), nn.SiLU())

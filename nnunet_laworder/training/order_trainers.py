@@ -20,23 +20,32 @@ from nnunet_laworder.networks.mkunet import MKUNet
 from nnunet_laworder.networks.order import ORDER
 
 
-class nnUNetTrainerMKUNet(nnUNetTrainer):
-    """Trains the configuration's MK-UNet (``nnunet-laworder plans -d ID -c 2d --arch mkunet``)."""
+class ScheduledTrainer(nnUNetTrainer):
+    """nnU-Net's trainer with its schedule as a class attribute, so that a schedule variant is one line."""
 
-    network_class = MKUNet
-    plans_arch = "mkunet"
     # (epochs, training iterations per epoch, validation iterations per epoch); None keeps nnU-Net's
     schedule: Optional[Tuple[int, int, int]] = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = 3e-3
-        self.weight_decay = 1e-4
         if self.schedule is not None:
             self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
             # checkpoint_latest at least twice per run, so that `--c` can resume an interrupted short run
             self.save_every = max(1, min(self.save_every, self.num_epochs // 2))
+
+
+class nnUNetTrainerMKUNet(ScheduledTrainer):
+    """Trains the configuration's MK-UNet (``nnunet-laworder plans -d ID -c 2d --arch mkunet``)."""
+
+    network_class = MKUNet
+    plans_arch = "mkunet"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 3e-3
+        self.weight_decay = 1e-4
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -67,6 +76,11 @@ class nnUNetTrainerORDER(nnUNetTrainerMKUNet):
 
 # Short schedules: 'smoke' checks the whole pipeline on CPU in about a minute, 'cpu' is the CPU demo / quick
 # experiment budget, the epoch variants match nnU-Net's nnUNetTrainer_Xepochs for GPU experiments.
+class nnUNetTrainer_cpu(ScheduledTrainer):
+    """nnU-Net's default recipe and network on the `_cpu` budget: the baseline beside ORDER_cpu / MKUNet_cpu."""
+    schedule = (20, 50, 4)
+
+
 class nnUNetTrainerMKUNet_smoke(nnUNetTrainerMKUNet):
     schedule = (3, 8, 4)
 
