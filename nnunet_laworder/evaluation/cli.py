@@ -1,9 +1,16 @@
-"""``nnunet-laworder complexity``: parameters and GMACs of a network for a patch."""
+"""``nnunet-laworder complexity | benchmark | compare``: what the networks cost and what they score."""
 import argparse
 import json
+from pathlib import Path
 
 
 def register(subparsers) -> None:
+    register_complexity(subparsers)
+    register_benchmark(subparsers)
+    register_compare(subparsers)
+
+
+def register_complexity(subparsers) -> None:
     parser = subparsers.add_parser(
         "complexity", help="parameters and GMACs of ORDER, MK-UNet or nnU-Net's default U-Net for a patch",
         description="Build the network with nnU-Net's pooling for the patch and count its parameters and its "
@@ -36,3 +43,90 @@ def format_table(result: dict) -> str:
             ("parameters", f"{result['parameters']:,}"), ("GMACs", f"{result['gmacs']:.3f}")]
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+
+
+def register_benchmark(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "benchmark", help="parameters, GMACs, forward latency, training-step time and peak memory of each "
+                          "configuration's network, side by side, as ratios to nnU-Net's default",
+        description="Builds each configuration's network from the dataset's plans with its nnU-Net trainer and "
+                    "measures, in one run with interleaved repetitions: parameters, GMACs of one patch, forward "
+                    "latency per patch (batch 1, as nnUNetv2_predict runs it), the trainer's own training step "
+                    "at the plans' batch size, and peak memory (one child process per network). Every figure is "
+                    "also given as a ratio to nnU-Net's default configuration of the same dimension (2d / "
+                    "3d_fullres of nnUNetPlans; added when not listed). Options -c, -tr and -p pair by position; "
+                    "a single value applies to all. Without -tr, ORDER / MK-UNet configurations get the plugin's "
+                    "trainer and all others nnUNetTrainer.")
+    add_model_arguments(parser, trainers_required=False)
+    parser.add_argument("-device", default=None, choices=("cpu", "cuda", "mps"),
+                        help="default: cuda where available, else cpu")
+    parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per network (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="training-step batch size for all networks (default: each configuration's plans)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    add_output_arguments(parser)
+    parser.set_defaults(func=run_benchmark_command)
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    from nnunet_laworder.evaluation.benchmark import markdown_table, plot_benchmark, run_benchmark
+
+    report = run_benchmark(args.d, args.c, args.tr, args.p, args.device, args.threads, args.repeats, args.warmup,
+                           args.batch_size, memory=not args.no_memory)
+    print(markdown_table(report))
+    write_outputs(report, args.json, args.png, plot_benchmark)
+    return 0
+
+
+def register_compare(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="nnU-Net's validation Dice / IoU of several trained models in one table, with their cost",
+        description="Reads each model's fold_X/validation/summary.json (or crossval_results_folds_*/summary.json) "
+                    "under nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG and prints Dice and IoU per label "
+                    "(mean and std over folds and over cases), parameters and GMACs of the network built from "
+                    "the model's plans, and forward latency from a benchmark JSON. -c, -tr and -p pair by "
+                    "position; a single value applies to all. Missing folds are reported, not averaged away.")
+    add_model_arguments(parser, trainers_required=True)
+    parser.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD",
+                        help="folds (default: 0 1 2 3 4)")
+    parser.add_argument("--benchmark-json", type=Path, metavar="FILE",
+                        help="a `nnunet-laworder benchmark --json` file: adds forward latency")
+    add_output_arguments(parser)
+    parser.set_defaults(func=run_compare_command)
+
+
+def run_compare_command(args: argparse.Namespace) -> int:
+    import sys
+
+    from nnunet_laworder.evaluation.compare import markdown_table, plot_compare, run_compare
+
+    report = run_compare(args.d, args.c, args.tr, args.p, args.f, args.benchmark_json)
+    for warning in report["warnings"]:
+        print(f"nnunet-laworder compare: warning: {warning}", file=sys.stderr)
+    print(markdown_table(report))
+    write_outputs(report, args.json, args.png, plot_compare)
+    return 0
+
+
+def add_model_arguments(parser, trainers_required: bool) -> None:
+    """-d, and -c / -tr / -p, which pair by position as nnU-Net's TRAINER__PLANS__CONFIG model folders."""
+    parser.add_argument("-d", required=True, help="dataset id or name")
+    parser.add_argument("-c", nargs="+", required=True, metavar="CONFIG", help="configurations, e.g. 2d 2d_order")
+    parser.add_argument("-tr", nargs="+", required=trainers_required, metavar="TRAINER",
+                        help="trainer per configuration" + ("" if trainers_required else " (default: see above)"))
+    parser.add_argument("-p", nargs="+", metavar="PLANS", help="plans identifier(s) (default: nnUNetPlans)")
+
+
+def add_output_arguments(parser) -> None:
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write every number and setting here")
+    parser.add_argument("--png", type=Path, metavar="FILE", help="write the charts here")
+
+
+def write_outputs(report: dict, json_file, png_file, plot) -> None:
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(report, indent=2))
+    if png_file is not None:
+        plot(report, png_file)

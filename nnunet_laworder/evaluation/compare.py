@@ -1,0 +1,274 @@
+"""``nnunet-laworder compare``: nnU-Net's own validation results of several models in one table.
+
+Reads ``nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG/fold_X/validation/summary.json`` (what
+``nnUNetv2_train`` writes after training a fold). Where no fold has one, a merged
+``crossval_results_folds_<folds>/summary.json`` (what ``nnUNetv2_find_best_configuration`` writes) is used for
+the statistics over cases; the statistics over folds then stay empty. Statistics:
+
+* over folds: mean and sample standard deviation of the folds' own means (``summary["mean"]``, nnU-Net's nanmean
+  over the fold's cases), so a fold's number is exactly the one nnU-Net printed;
+* over cases: mean and sample standard deviation over all validation cases of the available folds, NaN cases
+  (empty reference and prediction, which nnU-Net scores NaN) left out, as nnU-Net's own means leave them out.
+
+The foreground mean follows nnU-Net's ``foreground_mean`` (the mean of the label means); its standard deviation
+over cases is that of each case's mean over the labels. Requested folds without a summary are listed as
+missing (a warning, and ``missing_folds`` in the JSON) and never averaged in silently.
+"""
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from nnunet_laworder.errors import InputError
+
+METRICS = ("Dice", "IoU")  # in the table and per case; the JSON has every metric nnU-Net reports (TP, FP, ...)
+FOREGROUND = "foreground mean"
+
+
+def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> Path:
+    """``nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG``, named by nnU-Net's own function."""
+    from nnunetv2.paths import nnUNet_results
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    if not nnUNet_results.is_set():
+        raise InputError("nnUNet_results is not set; export it as for nnUNetv2_train")
+    try:
+        return Path(get_output_folder(dataset, trainer, plans, configuration))
+    except RuntimeError:  # the dataset id is in none of nnU-Net's folders
+        raise InputError(f"dataset {dataset} not found in nnUNet_raw, nnUNet_preprocessed or nnUNet_results "
+                         f"({nnUNet_results.get()})") from None
+
+
+def label_names(dataset_json: dict) -> Dict[str, str]:
+    """nnU-Net's summary keys (``"1"``, or ``"(1, 2)"`` for a region) -> the names dataset.json gives them."""
+    from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
+
+    names = {}
+    for name, value in dataset_json["labels"].items():
+        if isinstance(value, (list, tuple)):
+            names[label_or_region_to_key(tuple(value))] = name
+            if len(value) == 1:
+                names[label_or_region_to_key(value[0])] = name
+        else:
+            names[label_or_region_to_key(value)] = name
+            names[label_or_region_to_key((value,))] = name
+    return names
+
+
+def finite(value) -> Optional[float]:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def mean_std(values: Sequence[Optional[float]]) -> dict:
+    """Mean and sample standard deviation of the finite values (None where too few)."""
+    kept = [v for v in map(finite, values) if v is not None]
+    return {"mean": statistics.fmean(kept) if kept else None,
+            "std": statistics.stdev(kept) if len(kept) > 1 else None, "n": len(kept)}
+
+
+def read_summary(path: Path) -> dict:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} is not a readable nnU-Net summary.json ({e})") from None
+    if not {"mean", "metric_per_case"} <= set(summary):
+        raise InputError(f"{path} is not an nnU-Net summary.json (no 'mean' / 'metric_per_case')")
+    return summary
+
+
+def case_name(entry: dict) -> str:
+    return Path(entry.get("reference_file") or entry.get("prediction_file") or "?").name
+
+
+def model_results(folder: Path, folds: Sequence[str]) -> dict:
+    """The fold summaries found in a model folder, or the cross-validation summary where no fold has one."""
+    from nnunetv2.utilities.file_path_utilities import folds_tuple_to_string
+
+    found, missing = {}, []
+    for fold in folds:
+        path = folder / f"fold_{fold}" / "validation" / "summary.json"
+        if path.is_file():
+            found[fold] = read_summary(path)
+        else:
+            missing.append(fold)
+    if found:
+        return {"source": "folds", "summaries": found, "missing_folds": missing, "crossval": None}
+    crossval = folder / f"crossval_results_folds_{folds_tuple_to_string(list(folds))}" / "summary.json"
+    if crossval.is_file():
+        return {"source": "crossval", "summaries": {}, "missing_folds": [], "crossval": read_summary(crossval)}
+    expected = ", ".join(str(folder / f"fold_{f}" / "validation" / "summary.json") for f in folds)
+    raise InputError(f"no results for {folder.name}: none of {expected} exists, nor {crossval} "
+                     f"(train with nnUNetv2_train, or check -d / -c / -tr / -p / -f)")
+
+
+def metric_statistics(results: dict, keys: List[str]) -> Dict[str, dict]:
+    """Per label key (and the foreground mean), per metric: per-fold values, over-fold and over-case statistics."""
+    summaries = results["summaries"]
+    cases = [entry for summary in (summaries.values() if summaries else [results["crossval"]])
+             for entry in summary["metric_per_case"]]
+    metrics = list(next(iter((summaries or {"crossval": results["crossval"]}).values()))["mean"][keys[0]])
+    stats = {}
+    for key in keys + [FOREGROUND]:
+        stats[key] = {}
+        for metric in metrics:
+            if key == FOREGROUND:
+                per_fold = [s["foreground_mean"][metric] for s in summaries.values()]
+                per_case = [mean_std([c["metrics"][k][metric] for k in keys])["mean"] for c in cases]
+            else:
+                per_fold = [s["mean"][key][metric] for s in summaries.values()]
+                per_case = [c["metrics"][key][metric] for c in cases]
+            over_cases = mean_std(per_case)
+            if key == FOREGROUND:  # nnU-Net's definition: the mean of the label means
+                over_cases["mean"] = mean_std([stats[k][metric]["cases"]["mean"] for k in keys])["mean"]
+            stats[key][metric] = {"per_fold": dict(zip(summaries, map(finite, per_fold))),
+                                  "folds": mean_std(per_fold), "cases": over_cases}
+    return stats
+
+
+def read_benchmark(path: Optional[Path]) -> tuple:
+    """``(rows by model identifier, hardware)`` of a ``benchmark --json`` file."""
+    if path is None:
+        return {}, None
+    try:
+        report = json.loads(Path(path).read_text())
+        return {row["identifier"]: row for row in report["rows"]}, report["settings"]["hardware"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"--benchmark-json {path}: not a JSON written by `nnunet-laworder benchmark` ({e})") \
+            from None
+
+
+def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[str],
+                plans_names: Optional[Sequence[str]] = None, folds: Sequence[str] = ("0", "1", "2", "3", "4"),
+                benchmark_json: Optional[Path] = None) -> dict:
+    from nnunet_laworder.evaluation.benchmark import (DEFAULT_CONFIGURATION, DEFAULT_PLANS, ModelSpec,
+                                                      check_configuration, network_cost, pair_by_position)
+
+    folds = [str(f) for f in folds]
+    if not folds or len(set(folds)) != len(folds):
+        raise InputError(f"-f needs distinct folds, got {' '.join(folds)}")
+    latency, hardware = read_benchmark(benchmark_json)
+    models, warnings = [], []
+    for entry in pair_by_position(configuration=configurations, trainer=trainers, plans=plans_names):
+        spec = ModelSpec(entry["trainer"], entry["plans"] or DEFAULT_PLANS, entry["configuration"])
+        folder = model_folder(dataset, spec.trainer, spec.plans, spec.configuration)
+        if not folder.is_dir():
+            raise InputError(f"no results folder {folder} for {spec.identifier} "
+                             f"(train it with nnUNetv2_train {dataset} {spec.configuration} FOLD -tr {spec.trainer}"
+                             f"{'' if spec.plans == DEFAULT_PLANS else ' -p ' + spec.plans})")
+        if any(m["identifier"] == spec.identifier for m in models):
+            raise InputError(f"{spec.identifier} is listed twice")
+        results = model_results(folder, folds)
+        for file in ("plans.json", "dataset.json"):
+            if not (folder / file).is_file():
+                raise InputError(f"{folder / file} is missing (nnUNetv2_train writes it into the model folder)")
+        plans = json.loads((folder / "plans.json").read_text())
+        dataset_json = json.loads((folder / "dataset.json").read_text())
+        check_configuration(plans, spec.configuration, str(folder / "plans.json"))
+        summaries = results["summaries"] or {"crossval": results["crossval"]}
+        keys = list(next(iter(summaries.values()))["mean"])
+        names = label_names(dataset_json)
+        cost = network_cost(spec.trainer, plans, dataset_json, spec.configuration)
+        bench = latency.get(spec.identifier)
+        if results["missing_folds"]:
+            warnings.append(f"{spec.identifier}: fold(s) {', '.join(results['missing_folds'])} have no "
+                            f"validation/summary.json (training not finished?); statistics use fold(s) "
+                            f"{', '.join(results['summaries'])} only")
+        if results["source"] == "crossval":
+            warnings.append(f"{spec.identifier}: no fold summaries, using the merged cross-validation summary; "
+                            f"no statistics over folds")
+        if latency and bench is None:
+            warnings.append(f"{spec.identifier}: not in {benchmark_json}, no latency")
+        stats = metric_statistics(results, keys)
+        per_case = [{"fold": fold, "case": case_name(entry),
+                     **{metric: {names.get(k, k): finite(entry["metrics"][k][metric]) for k in keys}
+                        for metric in METRICS}}
+                    for fold, summary in summaries.items() for entry in summary["metric_per_case"]]
+        models.append({
+            "identifier": spec.identifier, "trainer": spec.trainer, "plans": spec.plans,
+            "configuration": spec.configuration, "folder": str(folder), "source": results["source"],
+            "folds_requested": folds, "folds_found": list(results["summaries"]),
+            "missing_folds": results["missing_folds"], "n_cases": len(per_case),
+            "labels": {names.get(k, k): stats[k] for k in keys}, "foreground_mean": stats[FOREGROUND],
+            "label_keys": {names.get(k, k): k for k in keys}, "per_case": per_case,
+            "dim": len(cost["patch_size"]), **cost,
+            "forward_ms": bench["forward_ms"] if bench else None,
+            "train_step_ms": bench["train_step_ms"] if bench else None,
+            "benchmark_hardware": hardware if bench else None})
+    reference = next((m["identifier"] for m in models if m["plans"] == DEFAULT_PLANS
+                      and m["configuration"] == DEFAULT_CONFIGURATION.get(m["dim"])), None)
+    for model in models:
+        model["is_reference"] = model["identifier"] == reference
+    return {"dataset": Path(models[0]["folder"]).parent.name, "folds_requested": folds, "reference": reference,
+            "warnings": warnings, "models": models}
+
+
+def pm(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.4f}" + (f" ± {stat['std']:.4f}" if stat["std"] is not None else "")
+
+
+def markdown_table(report: dict) -> str:
+    lines = [f"nnU-Net validation results, {report['dataset']}, folds {' '.join(report['folds_requested'])}; "
+             f"mean ± sample std over folds (of each fold's nnU-Net mean) and over cases.",
+             f"Reference (nnU-Net's default configuration): {report['reference'] or 'not among the models'}.", "",
+             "| model | label | folds | cases | Dice, folds | Dice, cases | IoU, folds | IoU, cases | parameters "
+             "| GMACs | forward ms |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for model in report["models"]:
+        name = model["identifier"] + (" **(reference)**" if model["is_reference"] else "")
+        found = len(model["folds_found"])
+        folds = (f"{found}/{len(model['folds_requested'])}" if model["source"] == "folds" else "crossval") + \
+            (f" (missing {','.join(model['missing_folds'])})" if model["missing_folds"] else "")
+        rows = list(model["labels"].items())
+        if len(rows) > 1:
+            rows.append((FOREGROUND, model["foreground_mean"]))
+        for label, stats in rows:
+            latency = "-" if model["forward_ms"] is None else f"{model['forward_ms']:.1f}"
+            lines.append(f"| {name} | {label} | {folds} | {model['n_cases']} | {pm(stats['Dice']['folds'])} | "
+                         f"{pm(stats['Dice']['cases'])} | {pm(stats['IoU']['folds'])} | {pm(stats['IoU']['cases'])} "
+                         f"| {model['parameters']:,} | {model['gmacs']:.3f} | {latency} |")
+    return "\n".join(lines)
+
+
+def plot_compare(report: dict, path: Path) -> None:
+    """Per-case Dice per model (box plot with the cases as dots), and Dice against GMACs (and forward latency
+    where a benchmark JSON was given), nnU-Net's baseline marked."""
+    from nnunet_laworder.evaluation import plots
+
+    models = report["models"]
+    labels = plots.short_labels([m["identifier"] for m in models])
+    reference = next((i for i, m in enumerate(models) if m["is_reference"]), None)
+    has_latency = any(m["forward_ms"] is not None for m in models)
+    fig, axes = plots.panels(3 if has_latency else 2, f"{report['dataset']}: validation folds "
+                                                      f"{' '.join(report['folds_requested'])}")
+    label_list = list(models[0]["labels"])
+    data, positions, ticks, tick_labels = [], [], [], []
+    for i, model in enumerate(models):
+        for j, label in enumerate(label_list):
+            values = [c["Dice"].get(label) for c in model["per_case"]]
+            data.append([v for v in values if v is not None])
+            positions.append(i * (len(label_list) + 1) + j)
+        ticks.append(i * (len(label_list) + 1) + (len(label_list) - 1) / 2)
+        tick_labels.append(labels[i] + (" (baseline)" if i == reference else ""))
+    box_ax = axes[0]
+    box_ax.boxplot([d if d else [float("nan")] for d in data], positions=positions, widths=0.7, showfliers=False)
+    for pos, values in zip(positions, data):
+        box_ax.plot([pos] * len(values), values, ".", alpha=0.5, color="tab:blue")
+    box_ax.set_xticks(ticks)
+    box_ax.set_xticklabels(tick_labels, rotation=20, ha="right", fontsize=7)
+    box_ax.set_ylabel("Dice per validation case" + (f" ({', '.join(label_list)} per model)"
+                                                    if len(label_list) > 1 else f" ({label_list[0]})"))
+    box_ax.set_ylim(-0.02, 1.02)
+    dice = [m["foreground_mean"]["Dice"] for m in models]
+    y = [d["folds"]["mean"] if d["folds"]["mean"] is not None else d["cases"]["mean"] for d in dice]
+    err = [(d["folds"]["std"],) * 2 if d["folds"]["std"] is not None else None for d in dice]
+    plots.scatter_models(axes[1], labels, [m["gmacs"] for m in models], y, reference, "GMACs per patch",
+                         "foreground Dice (mean over folds, bars: std)", yerr=err)
+    if has_latency:
+        plots.scatter_models(axes[2], labels, [m["forward_ms"] for m in models], y, reference,
+                             "forward ms per patch (benchmark)", "foreground Dice (mean over folds, bars: std)",
+                             yerr=err)
+    plots.save_figure(fig, path)
+    plots.close(fig)

@@ -1,0 +1,119 @@
+"""``nnunet-laworder benchmark`` on the plans of a real Kvasir-SEG subset (nnU-Net's own planning, on CPU)."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nnunet_helpers import nnunet_env, run
+from nnunet_laworder.cli import main
+from nnunet_laworder.errors import InputError
+from nnunet_laworder.evaluation.benchmark import FIGURES, pair_by_position
+
+DATASET_ID = 511
+CASES = 8
+
+
+def test_options_pair_by_position_and_broadcast_a_single_value():
+    assert pair_by_position(configuration=["2d", "2d_order"], trainer=["A", "B"], plans=None) == [
+        {"configuration": "2d", "trainer": "A", "plans": None},
+        {"configuration": "2d_order", "trainer": "B", "plans": None}]
+    assert [m["trainer"] for m in pair_by_position(configuration=["2d_order"], trainer=["A", "B"])] == ["A", "B"]
+    with pytest.raises(InputError, match="paired by position"):
+        pair_by_position(configuration=["2d", "2d_order", "2d_mkunet"], trainer=["A", "B"])
+
+
+def test_unknown_dataset_is_an_input_error(nnunet_dirs, capsys):
+    assert main(["benchmark", "-d", "998", "-c", "2d", "-device", "cpu"]) == 2
+    assert "dataset 998 not found" in capsys.readouterr().err
+
+
+def planned_kvasir_subset(root: Path, dataset_id: int, cases: int, archs=("order", "mkunet")) -> dict:
+    """The first ``cases`` Kvasir-SEG pairs at 64 px (a ~64 x 56 patch, so nnU-Net's default network stays small
+    for a 2-core machine), converted, planned and preprocessed (2d) by nnU-Net, plus ``2d_<arch>`` configurations.
+    Returns the nnU-Net folders; the caller exports them."""
+    from conftest import require_data
+
+    src = require_data("kvasir-seg")
+    dirs = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    official = root / "official"
+    for path in [*dirs.values(), official / "images", official / "masks"]:
+        path.mkdir(parents=True)
+    for image in sorted((src / "images").glob("*.jpg"))[:cases]:
+        shutil.copy(image, official / "images" / image.name)
+        shutil.copy(src / "masks" / image.name, official / "masks" / image.name)
+    env = nnunet_env(dirs)
+    run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(dataset_id), "--max-size", "64"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "-np", "1"], env)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, path in dirs.items():
+            mp.setenv(name, str(path))
+        for arch in archs:
+            assert main(["plans", "-d", str(dataset_id), "-c", "2d", "--arch", arch]) == 0
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def kvasir_plans(tmp_path_factory):
+    root = tmp_path_factory.mktemp("benchmark")
+    dirs = planned_kvasir_subset(root, DATASET_ID, CASES)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, path in dirs.items():
+            mp.setenv(name, str(path))
+        yield nnunet_env(dirs), dirs, root
+
+
+@pytest.mark.slow
+def test_benchmark_rows_ratios_and_gmacs(kvasir_plans):
+    from nnunet_laworder.evaluation.complexity import network_complexity
+
+    env, dirs, root = kvasir_plans
+    out_json, out_png = root / "bench.json", root / "bench.png"
+    # -c without 2d: nnU-Net's default configuration is added as the reference
+    result = run(["nnunet-laworder", "benchmark", "-d", str(DATASET_ID), "-c", "2d_order", "2d_mkunet",
+                  "-device", "cpu", "--repeats", "2", "--warmup", "1", "--threads", "1",
+                  "--json", str(out_json), "--png", str(out_png)], env)
+    report = json.loads(out_json.read_text())
+    rows = {row["configuration"]: row for row in report["rows"]}
+    assert set(rows) == {"2d", "2d_order", "2d_mkunet"}
+    assert rows["2d_order"]["trainer"] == "nnUNetTrainerORDER" and rows["2d_mkunet"]["trainer"] == \
+        "nnUNetTrainerMKUNet" and rows["2d"]["trainer"] == "nnUNetTrainer"
+    reference = rows["2d"]
+    assert report["references"] == {"2d": reference["identifier"]} and reference["is_reference"]
+    assert not rows["2d_order"]["is_reference"] and not rows["2d_mkunet"]["is_reference"]
+    for row in rows.values():
+        for figure in FIGURES:
+            assert row[figure] is not None and row[figure] > 0, (row["identifier"], figure)
+            assert row["ratios"][figure] == pytest.approx(row[figure] / reference[figure], rel=1e-12)
+    assert all(ratio == 1 for ratio in reference["ratios"].values())
+    assert rows["2d_order"]["parameters"] < rows["2d_mkunet"]["parameters"] < reference["parameters"]
+
+    # the same network counts as `nnunet-laworder complexity` counts it for this patch (3 RGB channels, 2 classes)
+    plans = json.loads(next(dirs["nnUNet_preprocessed"].glob(f"Dataset{DATASET_ID}_*/nnUNetPlans.json")).read_text())
+    patch = plans["configurations"]["2d"]["patch_size"]
+    for configuration, arch in (("2d", "nnunet"), ("2d_order", "order"), ("2d_mkunet", "mkunet")):
+        row = rows[configuration]
+        assert row["patch_size"] == patch and row["batch_size"] == plans["configurations"]["2d"]["batch_size"]
+        expected = network_complexity(arch, 2, 3, 2, patch)
+        assert row["parameters"] == expected["parameters"]
+        assert row["gmacs"] == pytest.approx(expected["gmacs"], rel=1e-9)
+        assert row["forward_timing"]["median"] == row["forward_ms"] and len(row["forward_timing"]["samples"]) == 2
+        assert row["memory"]["kind"] == "cpu_peak_rss_above_baseline"
+        assert row["train_peak_bytes"] >= row["forward_peak_bytes"]
+
+    settings = report["settings"]
+    assert settings["device"] == "cpu" and settings["threads"] == 1 and settings["warmup"] == 1
+    assert settings["repeats"] == 2 and settings["torch"]
+    table = result.stdout
+    assert table.count("| nnUNetTrainer") == 3 and f"{reference['identifier']} **(reference)**" in table
+    assert out_png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_wrong_trainer_for_a_configuration_is_an_input_error(kvasir_plans, capsys):
+    assert main(["benchmark", "-d", str(DATASET_ID), "-c", "2d", "-tr", "nnUNetTrainerORDER", "-device", "cpu",
+                 "--no-memory"]) == 2
+    err = capsys.readouterr().err
+    assert "nnUNetTrainerORDER__nnUNetPlans__2d" in err and "nnunet-laworder plans" in err
+    assert main(["benchmark", "-d", str(DATASET_ID), "-c", "3d_fullres", "-device", "cpu"]) == 2
+    assert "no configuration '3d_fullres'" in capsys.readouterr().err

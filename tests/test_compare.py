@@ -1,0 +1,184 @@
+"""``nnunet-laworder compare`` on real nnU-Net result folders from short CPU trainings of a Kvasir-SEG subset.
+
+One module-wide setup (the expensive part): a 10-case subset at 64 px, planned by nnU-Net, with
+* nnU-Net's default network on ``2d``, folds 0 and 1, trained by a test trainer of two iterations (nnU-Net's own
+  recipe otherwise; its near-initial predictions give Dice values that differ from case to case);
+* ORDER on ``2d_order``, fold 0 only, with ``nnUNetTrainerORDER_smoke``, so ``-f 0 1`` misses a fold.
+"""
+import json
+import os
+import shutil
+import textwrap
+
+import numpy as np
+import pytest
+
+from nnunet_helpers import nnunet_env, run
+from nnunet_laworder.cli import main
+from test_benchmark import planned_kvasir_subset
+
+DATASET_ID = 512
+CASES = 10  # nnU-Net's five folds: two validation cases each
+BASELINE, ORDER = "nnUNetTrainer_compareTest", "nnUNetTrainerORDER_smoke"
+BASELINE_ID = f"{BASELINE}__nnUNetPlans__2d"
+ORDER_ID = f"{ORDER}__nnUNetPlans__2d_order"
+
+TEST_TRAINER = textwrap.dedent('''
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+    class nnUNetTrainer_compareTest(nnUNetTrainer):
+        """nnU-Net's default trainer, two training iterations: the cheapest real nnU-Net result folder."""
+
+        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                     device: torch.device = torch.device("cuda")):
+            super().__init__(plans, configuration, fold, dataset_json, device)
+            self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 2, 1
+''')
+
+
+def test_unknown_dataset_is_an_input_error(nnunet_dirs, capsys):
+    assert main(["compare", "-d", "997", "-c", "2d", "-tr", "nnUNetTrainer"]) == 2
+    assert "dataset 997 not found" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    dirs = planned_kvasir_subset(root, DATASET_ID, CASES, archs=("order",))
+    extra_trainers = root / "extra_trainers"
+    extra_trainers.mkdir()
+    (extra_trainers / "compare_test_trainers.py").write_text(TEST_TRAINER)
+    env = nnunet_env(dirs)
+    env["nnUNet_extTrainer"] += os.pathsep + str(extra_trainers)
+    env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process: no worker start-up for a few iterations
+    for configuration, trainer, fold in (("2d", BASELINE, 0), ("2d", BASELINE, 1), ("2d_order", ORDER, 0)):
+        run(["nnUNetv2_train", str(DATASET_ID), configuration, str(fold), "-tr", trainer, "-device", "cpu"], env)
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+            mp.setenv(name, env[name])
+        yield env, dirs, root, next(dirs["nnUNet_results"].glob(f"Dataset{DATASET_ID}_*"))
+
+
+def summary(model_folder, fold) -> dict:
+    return json.loads((model_folder / f"fold_{fold}" / "validation" / "summary.json").read_text())
+
+
+def nanmean(values):
+    return float(np.nanmean(np.array(values, dtype=float)))
+
+
+@pytest.mark.slow
+def test_compare_equals_nnunet_summaries_and_flags_the_missing_fold(trained):
+    from nnunet_laworder.evaluation.complexity import network_complexity
+
+    env, dirs, root, results = trained
+    out_json, out_png = root / "compare.json", root / "compare.png"
+    result = run(["nnunet-laworder", "compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE,
+                  ORDER, "-f", "0", "1", "--json", str(out_json), "--png", str(out_png)], env)
+    report = json.loads(out_json.read_text())
+    models = {m["identifier"]: m for m in report["models"]}
+    assert list(models) == [BASELINE_ID, ORDER_ID] and report["reference"] == BASELINE_ID
+    assert models[BASELINE_ID]["is_reference"] and not models[ORDER_ID]["is_reference"]
+
+    # every number per fold is nnU-Net's, the statistics over folds and cases follow from them
+    baseline = models[BASELINE_ID]
+    assert baseline["folds_found"] == ["0", "1"] and baseline["missing_folds"] == [] and baseline["n_cases"] == 4
+    summaries = {fold: summary(results / BASELINE_ID, fold) for fold in ("0", "1")}
+    dice_per_case = [c["metrics"]["1"]["Dice"] for s in summaries.values() for c in s["metric_per_case"]]
+    assert len(set(dice_per_case)) > 1  # not a degenerate all-equal result
+    polyp = baseline["labels"]["polyp"]
+    assert set(polyp) >= {"Dice", "IoU", "TP", "FP", "FN", "TN", "n_ref", "n_pred"}
+    for metric, stats in polyp.items():
+        per_fold = [summaries[f]["mean"]["1"][metric] for f in ("0", "1")]
+        assert stats["per_fold"] == {"0": per_fold[0], "1": per_fold[1]}, metric
+        assert stats["folds"]["mean"] == pytest.approx(np.mean(per_fold))
+        assert stats["folds"]["std"] == pytest.approx(np.std(per_fold, ddof=1))
+        per_case = [c["metrics"]["1"][metric] for s in summaries.values() for c in s["metric_per_case"]]
+        assert stats["cases"]["mean"] == pytest.approx(nanmean(per_case)) and stats["cases"]["n"] == 4
+        assert stats["cases"]["std"] == pytest.approx(np.nanstd(per_case, ddof=1))
+    for metric in ("Dice", "IoU"):
+        assert baseline["foreground_mean"][metric]["per_fold"] == {
+            f: summaries[f]["foreground_mean"][metric] for f in ("0", "1")}
+    assert [c["Dice"]["polyp"] for c in baseline["per_case"]] == dice_per_case
+
+    # ORDER has fold 0 only: flagged, and its numbers are fold 0's alone
+    order = models[ORDER_ID]
+    assert order["missing_folds"] == ["1"] and order["folds_found"] == ["0"]
+    fold0 = summary(results / ORDER_ID, "0")
+    assert order["labels"]["polyp"]["Dice"]["folds"] == {"mean": fold0["mean"]["1"]["Dice"], "std": None, "n": 1}
+    assert order["n_cases"] == len(fold0["metric_per_case"])
+    assert f"{ORDER_ID}: fold(s) 1 have no validation/summary.json" in result.stderr
+    assert "1/2 (missing 1)" in result.stdout and f"{BASELINE_ID} **(reference)**" in result.stdout
+
+    # parameters and GMACs of the networks built from each model's plans, as `complexity` counts them
+    patch = json.loads((results / BASELINE_ID / "plans.json").read_text())["configurations"]["2d"]["patch_size"]
+    for model, arch in ((baseline, "nnunet"), (order, "order")):
+        expected = network_complexity(arch, 2, 3, 2, patch)
+        assert model["parameters"] == expected["parameters"]
+        assert model["gmacs"] == pytest.approx(expected["gmacs"], rel=2e-3)
+        assert model["built_by"] == model["trainer"]
+    assert out_png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_statistics_over_cases_equal_nnunet_cross_validation_summary(trained):
+    """nnU-Net's own merged evaluation of both folds is the statistics over cases; with only that summary (no fold
+    summaries) compare falls back to it."""
+    env, dirs, root, results = trained
+    run(["nnUNetv2_accumulate_crossval_results", str(DATASET_ID), "-c", "2d", "-tr", BASELINE, "-f", "0", "1"],
+        env)
+    merged = json.loads((results / BASELINE_ID / "crossval_results_folds_0_1" / "summary.json").read_text())
+    from nnunet_laworder.evaluation.compare import run_compare
+
+    baseline = run_compare(str(DATASET_ID), ["2d"], [BASELINE], folds=["0", "1"])["models"][0]
+    for metric in ("Dice", "IoU", "TP", "FN"):
+        assert baseline["labels"]["polyp"][metric]["cases"]["mean"] == pytest.approx(merged["mean"]["1"][metric])
+        assert baseline["foreground_mean"][metric]["cases"]["mean"] == pytest.approx(
+            merged["foreground_mean"][metric])
+
+    # the same model folder with its fold summaries gone: the merged summary is read, no statistics over folds
+    copy = results / BASELINE_ID.replace(BASELINE, "nnUNetTrainer_noFoldSummaries")
+    shutil.copytree(results / BASELINE_ID, copy)
+    for fold in ("0", "1"):
+        (copy / f"fold_{fold}" / "validation" / "summary.json").unlink()
+    fallback = run_compare(str(DATASET_ID), ["2d"], ["nnUNetTrainer_noFoldSummaries"], folds=["0", "1"])
+    model = fallback["models"][0]
+    assert model["source"] == "crossval" and model["missing_folds"] == [] and model["folds_found"] == []
+    dice = model["labels"]["polyp"]["Dice"]
+    assert dice["folds"]["mean"] is None and dice["cases"]["mean"] == pytest.approx(merged["mean"]["1"]["Dice"])
+    # a trainer class that is not importable here: the network comes from the plans' architecture
+    assert model["built_by"].startswith("get_network_from_plans") and model["parameters"] == baseline["parameters"]
+    assert any("merged cross-validation summary" in w for w in fallback["warnings"])
+
+
+@pytest.mark.slow
+def test_latency_from_benchmark_json(trained):
+    env, dirs, root, results = trained
+    bench_json, out_png = root / "bench.json", root / "compare_latency.png"
+    run(["nnunet-laworder", "benchmark", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER,
+         "-device", "cpu", "--repeats", "1", "--warmup", "0", "--no-memory", "--json", str(bench_json)], env)
+    bench = {row["identifier"]: row for row in json.loads(bench_json.read_text())["rows"]}
+    result = run(["nnunet-laworder", "compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE,
+                  ORDER, "-f", "0", "--benchmark-json", str(bench_json), "--png", str(out_png)], env)
+    for line, identifier in zip([l for l in result.stdout.splitlines() if l.startswith("| nnUNetTrainer")],
+                                (BASELINE_ID, ORDER_ID)):
+        assert line.startswith(f"| {identifier}")
+        assert line.rstrip(" |").endswith(f"{bench[identifier]['forward_ms']:.1f}")
+        assert f"{bench[identifier]['parameters']:,}" in line
+    assert "missing" not in result.stdout and "compare: warning" not in result.stderr
+    assert out_png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_models_without_results_are_input_errors(trained, capsys):
+    env, dirs, root, results = trained
+    assert main(["compare", "-d", str(DATASET_ID), "-c", "2d_order", "-tr", "nnUNetTrainerORDER"]) == 2
+    err = capsys.readouterr().err
+    assert str(results / "nnUNetTrainerORDER__nnUNetPlans__2d_order") in err and "nnUNetv2_train" in err
+    assert main(["compare", "-d", str(DATASET_ID), "-c", "2d_order", "-tr", ORDER, "-f", "3", "4"]) == 2
+    err = capsys.readouterr().err
+    assert str(results / ORDER_ID / "fold_3" / "validation" / "summary.json") in err
+    assert main(["compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "2d", "-tr", BASELINE, ORDER]) == 2
+    assert "paired by position" in capsys.readouterr().err
