@@ -62,7 +62,9 @@ def register_benchmark(subparsers) -> None:
                         help="default: cuda where available, else cpu")
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per network (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's). On a busy CPU use 1: waiting on a straggling "
+                             "thread at every op slows networks of many small ops (ORDER, MK-UNet) far more")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="training-step batch size for all networks (default: each configuration's plans)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
