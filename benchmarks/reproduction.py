@@ -1,0 +1,249 @@
+"""What the reproduction scripts (``reproduce_*.py``) share: the two scales, a work folder holding nnU-Net's three
+folders, the Kvasir-SEG subset, and the workflow stages as a user would type them.
+
+Every stage names the file it produces and is skipped when that file exists, so a run that was interrupted
+continues where it stopped (an nnU-Net training with a ``checkpoint_latest.pth`` continues with ``--c``). The
+scripts share one work folder: the downstream script reuses the real-only models and the LAW dataset that the
+other two trained. Commands and their output go to ``WORK/logs/``; tables, JSON and charts to ``WORK/results/``.
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from tqdm import tqdm
+
+from nnunet_laworder.training.cli import trainer_folder
+from nnunet_laworder.workflow import Stage, run_stage
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("NNUNET_LAWORDER_DATA", REPO.parent / "shared" / "data")) / "kvasir-seg"
+REAL_ID = 501
+REAL_NAME = "KvasirSEG"
+LAW_IDS = {"law": 511, "prior": 512, "uniform": 513}
+CONFIGURATION = "2d"
+# the segmenters of the comparison: (configuration, trainer without its schedule suffix)
+SEGMENTERS = {"nnU-Net default": ("2d", "nnUNetTrainer"), "ORDER": ("2d_order", "nnUNetTrainerORDER"),
+              "MK-UNet": ("2d_mkunet", "nnUNetTrainerMKUNet")}
+
+
+def law_name(weighting: str) -> str:
+    return f"{REAL_NAME}LAW{weighting.capitalize()}"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a reproduction runs."""
+    name: str
+    cases: Optional[int]  # Kvasir-SEG pairs used (None: all), a seeded random subset
+    max_size: Optional[int]  # the converter's downscaling (None: full resolution)
+    folds: Tuple[int, ...]
+    trainer_suffix: str  # schedule of every segmenter: nnUNetTrainer_cpu / ORDER_cpu / ... or nnU-Net's full one
+    device: str
+    law_train: Tuple[str, ...]  # options of `law train`
+    synthetic: int  # synthetic cases per LAW dataset
+    sampling_steps: int
+
+    def trainer(self, base: str) -> str:
+        return base + self.trainer_suffix
+
+
+SCALES = {
+    # a 2-core CPU in under an hour per script: 200 pairs at 128 px, fold 0, 20 x 50 iterations per segmenter,
+    # a small generator at 32 x 32 (the demo's), 100 synthetic cases
+    "cpu": Scale("cpu", 200, 128, (0,), "_cpu", "cpu",
+                 ("--iterations", "600", "--batch-size", "16", "--image-size", "32", "32", "--features", "16", "32",
+                  "64", "--lr", "1e-3", "--warmup-steps", "100", "--save-every", "200"), 100, 25),
+    # the papers' setting on a GPU: every pair at full resolution, five folds, nnU-Net's 1000 x 250 schedule,
+    # the default generator at 256 x 256
+    "paper": Scale("paper", None, None, (0, 1, 2, 3, 4), "", "cuda",
+                   ("--iterations", "20000", "--batch-size", "16", "--image-size", "256", "256"), 1000, 50),
+}
+
+
+def parse_args(description: str, argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu",
+                        help="cpu: reduced, under an hour on a 2-core CPU (default); paper: full scale, GPU")
+    parser.add_argument("--work", type=Path, default=Path("reproduction"),
+                        help="work folder shared by the reproduction scripts (default ./reproduction)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"Kvasir-SEG as downloaded: images/*.jpg, masks/*.jpg (default {DEFAULT_DATA})")
+    parser.add_argument("-device", dest="device", default=None, help="cuda|cpu|mps (default: the scale's)")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Reproduction:
+    """One script's run: its scale, work folder, environment, log, and the stages it ran."""
+    scale: Scale
+    work: Path
+    data: Path
+    device: str
+    script: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, script: str) -> "Reproduction":
+        scale = SCALES[args.scale]
+        work = args.work.resolve()
+        for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "logs", "results", "source"):
+            (work / folder).mkdir(parents=True, exist_ok=True)
+        return cls(scale, work, args.data.resolve(), args.device or scale.device, script)
+
+    @property
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ, nnUNet_extTrainer=trainer_folder(),
+                   **{name: str(self.work / name) for name in ("nnUNet_raw", "nnUNet_preprocessed",
+                                                                 "nnUNet_results")})
+        if self.device == "cpu":  # a few CPU cores: more workers than cores only contend
+            env.setdefault("nnUNet_n_proc_DA", "2")
+            env.setdefault("nnUNet_def_n_proc", "1")
+        return env
+
+    @property
+    def log(self) -> Path:
+        return self.work / "logs" / f"{self.script}.log"
+
+    @property
+    def results(self) -> Path:
+        return self.work / "results"
+
+    def dataset(self, dataset_id: int) -> str:
+        """The folder name of a dataset id in nnUNet_raw (exists once converted / synthesized)."""
+        found = sorted((self.work / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
+        return found[0].name if found else f"Dataset{dataset_id:03d}_{REAL_NAME}"
+
+    def model_folder(self, dataset_id: int, configuration: str, trainer: str) -> Path:
+        return self.work / "nnUNet_results" / self.dataset(dataset_id) / f"{trainer}__nnUNetPlans__{configuration}"
+
+    def run(self, stages: List[Tuple[Stage, Optional[Path]]]) -> Dict[str, float]:
+        """Run the stages whose product does not exist yet (no product: always); returns their wall times.
+
+        Build the stages of a phase only after the previous phase ran: their paths name datasets and models
+        that the previous phase creates."""
+        timings = {}
+        with tqdm(stages, desc=self.script, unit="stage", file=sys.stdout) as bar:
+            for stage, product in bar:
+                bar.set_postfix_str(stage.name)
+                if product is not None and product.exists():
+                    tqdm.write(f"# done already: {stage.name} ({product})")
+                    continue
+                timings[stage.name] = run_stage(stage, self.env, self.log)
+        return timings
+
+    # -- the stages ------------------------------------------------------------------------------------------
+
+    def kvasir_subset(self) -> Path:
+        """The scale's seeded random subset of Kvasir-SEG as symbolic links in the official layout."""
+        if not (self.data / "images").is_dir() or not (self.data / "masks").is_dir():
+            raise SystemExit(f"{self.data}: not Kvasir-SEG as downloaded (images/ and masks/ expected); "
+                             f"pass --data")
+        source = self.work / "source" / f"kvasir_{self.scale.name}"
+        if source.exists():
+            return source
+        names = sorted(p.stem for p in (self.data / "images").glob("*.jpg"))
+        if self.scale.cases is not None:
+            names = sorted(random.Random(0).sample(names, min(self.scale.cases, len(names))))
+        staging = source.with_name(source.name + ".partial")
+        for sub in ("images", "masks"):
+            (staging / sub).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            for sub in ("images", "masks"):
+                target = staging / sub / f"{name}.jpg"
+                if not target.exists():
+                    target.symlink_to(self.data / sub / f"{name}.jpg")
+        staging.rename(source)
+        return source
+
+    def prepare_real(self) -> List[Tuple[Stage, Optional[Path]]]:
+        """Convert, plan and preprocess the real dataset, and add the ORDER and MK-UNet configurations."""
+        d = str(REAL_ID)
+        convert = ["nnunet-laworder", "convert", "kvasir-seg", str(self.kvasir_subset()), "-d", d]
+        if self.scale.max_size:
+            convert += ["--max-size", str(self.scale.max_size)]
+        return [
+            (Stage("convert", convert), self.work / "nnUNet_raw" / self.dataset(REAL_ID) / "dataset.json"),
+            *self.plan_stages(REAL_ID),
+            # `plans` leaves a configuration that is there as it is: it always runs
+            (Stage("MK-UNet configuration", ["nnunet-laworder", "plans", "-d", d, "-c", CONFIGURATION, "--arch",
+                                             "mkunet"]), None),
+        ]
+
+    def plan_stages(self, dataset_id: int) -> List[Tuple[Stage, Optional[Path]]]:
+        d = str(dataset_id)
+        preprocessed = self.work / "nnUNet_preprocessed" / self.dataset(dataset_id)
+        return [
+            (Stage(f"plan and preprocess {d}", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", CONFIGURATION,
+                                                "--verify_dataset_integrity", "-np", "2"]),
+             preprocessed / "nnUNetPlans.json"),
+            (Stage(f"ORDER configuration {d}", ["nnunet-laworder", "plans", "-d", d, "-c", CONFIGURATION, "--arch",
+                                                "order"]), None),
+        ]
+
+    def train_stages(self, dataset_id: int, segmenters: List[str]) -> List[Tuple[Stage, Optional[Path]]]:
+        """nnUNetv2_train for each segmenter and fold; ``--c`` where an interrupted run left a checkpoint."""
+        stages = []
+        for name in segmenters:
+            configuration, base = SEGMENTERS[name]
+            trainer = self.scale.trainer(base)
+            for fold in self.scale.folds:
+                fold_folder = self.model_folder(dataset_id, configuration, trainer) / f"fold_{fold}"
+                command = ["nnUNetv2_train", str(dataset_id), configuration, str(fold), "-tr", trainer,
+                           "-device", self.device]
+                if (fold_folder / "checkpoint_latest.pth").exists():
+                    command.append("--c")
+                stages.append((Stage(f"train {name} on {dataset_id}, fold {fold}", command),
+                               fold_folder / "validation" / "summary.json"))
+        return stages
+
+    def law_stages(self, weighting: str) -> List[Tuple[Stage, Optional[Path]]]:
+        """LAW with one weighting: the generator on the first fold's training cases only, then its real +
+        synthetic dataset (the first fold is the clean comparison: its validation cases shaped nothing)."""
+        d, fold, out = str(REAL_ID), str(self.scale.folds[0]), LAW_IDS[weighting]
+        run = (self.work / "nnUNet_results" / self.dataset(REAL_ID) / f"LAW__{weighting}__{CONFIGURATION}" /
+               f"fold_{fold}")
+        train = ["nnunet-laworder", "law", "train", "-d", d, "-c", CONFIGURATION, "-f", fold, "--weighting", weighting,
+                 *self.scale.law_train, "-device", self.device, "--no-progress"]
+        if (run / "checkpoint_latest.pth").exists():
+            train.append("--resume")
+        return [
+            (Stage(f"LAW train ({weighting})", train), run / "checkpoint_final.pth"),
+            (Stage(f"LAW synthesize ({weighting})",
+                   ["nnunet-laworder", "law", "synthesize", "-d", d, "-o", str(out), "--name", law_name(weighting),
+                    "-f", fold, "--weighting", weighting, "--num", str(self.scale.synthetic), "--steps",
+                    str(self.scale.sampling_steps), "-device", self.device, "--no-progress"]),
+             self.work / "nnUNet_raw" / f"Dataset{out:03d}_{law_name(weighting)}" / "dataset.json"),
+        ]
+
+    def compare(self, dataset_id: int, segmenters: List[str], tag: str,
+                benchmark_json: Optional[Path] = None) -> dict:
+        """``nnunet-laworder compare`` of the segmenters on a dataset; returns its JSON report."""
+        configurations = [SEGMENTERS[name][0] for name in segmenters]
+        trainers = [self.scale.trainer(SEGMENTERS[name][1]) for name in segmenters]
+        out = self.results / f"{tag}_compare.json"
+        command = ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c", *configurations, "-tr", *trainers,
+                   "-f", *map(str, self.scale.folds), "--json", str(out), "--png", str(out.with_suffix(".png"))]
+        if benchmark_json is not None:
+            command += ["--benchmark-json", str(benchmark_json)]
+        run_stage(Stage(f"compare {tag}", command), self.env, self.log)
+        return json.loads(out.read_text())
+
+    def write_table(self, tag: str, title: str, lines: List[str], data: dict) -> Path:
+        """``results/<tag>.md`` (the table and how it was made) and ``results/<tag>.json``."""
+        header = [f"# {title}", "",
+                  f"Scale `{self.scale.name}` on `{self.device}`: "
+                  f"{self.scale.cases or 'all'} Kvasir-SEG pairs"
+                  f"{f' downscaled to {self.scale.max_size} px' if self.scale.max_size else ''}, folds "
+                  f"{', '.join(map(str, self.scale.folds))}; written {time.strftime('%Y-%m-%d %H:%M')} by "
+                  f"`python benchmarks/{self.script}.py --scale {self.scale.name}`.", ""]
+        path = self.results / f"{tag}.md"
+        path.write_text("\n".join(header + lines) + "\n")
+        (self.results / f"{tag}.json").write_text(json.dumps({"scale": self.scale.name, "device": self.device,
+                                                              **data}, indent=2) + "\n")
+        print(path.read_text())
+        return path
