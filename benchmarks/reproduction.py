@@ -59,6 +59,10 @@ SCALES = {
     "cpu": Scale("cpu", 200, 128, (0,), "_cpu", "cpu",
                  ("--iterations", "600", "--batch-size", "16", "--image-size", "32", "32", "--features", "16", "32",
                   "64", "--lr", "1e-3", "--warmup-steps", "100", "--save-every", "200"), 100, 25),
+    # checks that the scripts run end to end, in minutes; its numbers mean nothing
+    "smoke": Scale("smoke", 16, 64, (0,), "_smoke", "cpu",
+                   ("--iterations", "6", "--batch-size", "4", "--image-size", "32", "32", "--features", "8", "16",
+                    "--save-every", "3"), 4, 3),
     # the papers' setting on a GPU: every pair at full resolution, five folds, nnU-Net's 1000 x 250 schedule,
     # the default generator at 256 x 256
     "paper": Scale("paper", None, None, (0, 1, 2, 3, 4), "", "cuda",
@@ -69,7 +73,8 @@ SCALES = {
 def parse_args(description: str, argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu",
-                        help="cpu: reduced, under an hour on a 2-core CPU (default); paper: full scale, GPU")
+                        help="cpu: reduced, under an hour on a 2-core CPU (default); paper: full scale, GPU; "
+                             "smoke: minutes, checks the script only")
     parser.add_argument("--work", type=Path, default=Path("reproduction"),
                         help="work folder shared by the reproduction scripts (default ./reproduction)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,

@@ -2,4 +2,5 @@
 from nnunet_laworder.training.order_trainers import (  # noqa: F401
     nnUNetTrainerMKUNet, nnUNetTrainerMKUNet_100epochs, nnUNetTrainerMKUNet_250epochs, nnUNetTrainerMKUNet_cpu,
     nnUNetTrainerMKUNet_smoke, nnUNetTrainerORDER, nnUNetTrainerORDER_100epochs, nnUNetTrainerORDER_250epochs,
-    nnUNetTrainerORDER_cpu, nnUNetTrainerORDER_smoke, nnUNetTrainer_cpu)
+    nnUNetTrainerORDER_cpu, nnUNetTrainerORDER_smoke, nnUNetTrainer_cpu,
+    nnUNetTrainer_smoke)

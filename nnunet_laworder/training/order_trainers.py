@@ -81,6 +81,11 @@ class nnUNetTrainer_cpu(ScheduledTrainer):
     schedule = (20, 50, 4)
 
 
+class nnUNetTrainer_smoke(ScheduledTrainer):
+    """nnU-Net's default recipe and network on the `_smoke` budget (pipeline checks)."""
+    schedule = (3, 8, 4)
+
+
 class nnUNetTrainerMKUNet_smoke(nnUNetTrainerMKUNet):
     schedule = (3, 8, 4)
 
