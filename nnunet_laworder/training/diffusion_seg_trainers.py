@@ -223,11 +223,13 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
         return CDALNetwork(num_input_channels, num_output_channels, conv_op, strides, cls.features_per_stage,
                            latent_dim=cls.latent_dim, num_timesteps=cls.num_timesteps, num_samples=cls.num_samples)
 
-    def initialize(self):
+    def configure_optimizers(self):
+        """The generator's optimiser and schedule (nnU-Net's contract); the discriminator, which exists for training
+        only and is no part of ``self.network``, is built here with its own, so that every caller of this hook
+        (``initialize``, the plugin's benchmark) gets a trainer that can take a step."""
         if self.is_ddp:
             raise RuntimeError(f"{self.__class__.__name__} trains on one device: the R1 penalty's double backward "
                                "does not go through DistributedDataParallel")
-        super().initialize()
         conv_op = CONV_OPS[len(self.configuration_manager.patch_size)]
         self.discriminator = CDALDiscriminator(
             self.label_manager.num_segmentation_heads, self.num_input_channels, conv_op,
@@ -235,6 +237,7 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
         self.optimizer_d = torch.optim.AdamW(self.discriminator.parameters(), lr=self.discriminator_lr,
                                              betas=self.betas, weight_decay=self.weight_decay)
         self.lr_scheduler_d = PolyLRScheduler(self.optimizer_d, self.discriminator_lr, self.num_epochs)
+        return super().configure_optimizers()
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
