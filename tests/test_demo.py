@@ -58,7 +58,8 @@ def test_demo_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
     assert law["synthetic_cases"] == LAW_SYNTHETIC_CASES and law["real_cases"] == N_SAMPLE - N_TEST
     # synthetic cases train, never validate; fold 0 validates on the real-only dataset's 1/5 of the real cases
     assert law["fold"]["val_synthetic"] == 0 and 0 < law["fold"]["train_synthetic"] <= LAW_SYNTHETIC_CASES
-    assert law["fold"]["val"] == round((N_SAMPLE - N_TEST) / 5)
+    real_split = json.loads((out / "nnUNet_preprocessed" / "Dataset990_KvasirSEG" / "splits_final.json").read_text())
+    assert law["fold"]["val"] == len(real_split[0]["val"])  # the real-only dataset's fold 0, case for case
     assert 0 <= law["layout_fidelity_synthetic"] <= 1 and 0.3 < law["layout_fidelity_real"] <= 1
     ratios = [w["lesion_to_background"] for w in law["weights"]]
     assert ratios[0] == pytest.approx(1, abs=1e-5) and min(ratios[1:]) > 1.5  # uniform, then on the lesions
