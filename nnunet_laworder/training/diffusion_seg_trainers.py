@@ -18,13 +18,12 @@ backward) with two optimisers does not go through one GradScaler cleanly. ``torc
 are Python loops over diffusers schedulers.
 """
 import os
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -33,6 +32,7 @@ from torch._dynamo import OptimizedModule
 from nnunet_laworder.networks.cdal import CDALDiscriminator, CDALNetwork, r1_penalty
 from nnunet_laworder.networks.diffusion_segmentation import DiffusionSegmenter, mask_state
 from nnunet_laworder.networks.spad import SPADNetwork, SPADPerturbation
+from nnunet_laworder.training.order_trainers import ScheduledTrainer
 
 CONV_OPS = {2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -44,14 +44,12 @@ def bare_module(module: nn.Module) -> nn.Module:
     return module._orig_mod if isinstance(module, OptimizedModule) else module
 
 
-class nnUNetTrainerDiffusionSeg(nnUNetTrainer):
+class nnUNetTrainerDiffusionSeg(ScheduledTrainer):
     """Base of the diffusion-segmentation trainers: network from the plans, one-hot targets, sampling eval.
 
     Subclasses implement :meth:`build_network` and :meth:`diffusion_step` (one optimisation step on a batch).
     """
 
-    # (epochs, training iterations per epoch, validation iterations per epoch); None keeps nnU-Net's 1000 x 250 x 50
-    schedule: Optional[Tuple[int, int, int]] = None
     num_samples = 4  # K: samples averaged per patch by the final validation and nnUNetv2_predict
     validation_samples = 1  # K of the online pseudo Dice at the end of every epoch
     # nnU-Net's test-time mirroring (validation and prediction); every mirror costs K more samples
@@ -67,10 +65,6 @@ class nnUNetTrainerDiffusionSeg(nnUNetTrainer):
         self.initial_lr = self.lr
         self.weight_decay = 1e-4
         self.grad_scaler = None
-        if self.schedule is not None:
-            self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
-            # checkpoint_latest at least twice per run, so that `--c` can resume an interrupted short run
-            self.save_every = max(1, min(self.save_every, self.num_epochs // 2))
 
     # ---- network -------------------------------------------------------------------------------------------------
     @classmethod
