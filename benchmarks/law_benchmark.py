@@ -28,7 +28,6 @@ Prints a markdown table; ``--json`` also writes every timing and the settings.
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ import time
 
 import torch
 
+from nnunet_laworder.evaluation.benchmark import cpu_name
 from nnunet_laworder.law.diffusion import noisy_batch, sample, sampling_scheduler, training_scheduler
 from nnunet_laworder.law.generator import Layout, LAWGenerator
 from nnunet_laworder.law.intensity import ChannelNormalisation, IntensityNormaliser
@@ -67,14 +67,6 @@ def parse_args(argv=None):
     parser.add_argument("--json", metavar="OUT", help="also write the settings and all timings here")
     parser.add_argument("--memory-child", metavar="CONFIG_JSON", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def make_generator(weighting: str, size: int, device) -> LAWGenerator:

@@ -9,12 +9,12 @@ them all alike. Batch 1, eval mode, no grad. Prints a markdown table; ``--json``
 """
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import torch
 
+from nnunet_laworder.evaluation.benchmark import cpu_name
 from nnunet_laworder.evaluation.complexity import build_network, count_gmacs, count_parameters, planned_topology
 
 INPUT_CHANNELS, NUM_CLASSES = 3, 2  # RGB endoscopy frames, background / polyp
@@ -31,14 +31,6 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--json", metavar="OUT", help="also write the settings and all timings here")
     return parser.parse_args()
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def forward_seconds(net: torch.nn.Module, x: torch.Tensor) -> float:

@@ -402,6 +402,15 @@ def time_interleaved(runners: List[Runner], warmup: int, repeats: int) -> Dict[s
     return times
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def hardware(device, threads: int) -> str:
     import torch
 
@@ -409,13 +418,7 @@ def hardware(device, threads: int) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return f"Apple MPS ({platform.machine()})"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name}, {threads} torch threads"
+    return f"{cpu_name()}, {threads} torch threads"
 
 
 def resolve_models(dataset: str, configurations: Sequence[str], trainers: Optional[Sequence[str]],
