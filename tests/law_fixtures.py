@@ -21,13 +21,12 @@ Use in a test module::
 
 Results of trainings written by one test stay in ``law_folders["nnUNet_results"]`` for the others of the module.
 """
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from nnunet_helpers import nnunet_env, run, write_msd_subset
+from nnunet_helpers import copy_kvasir_subset, module_nnunet_folders, nnunet_env, run, write_msd_subset
 
 KVASIR_ID, HIPPO_ID = 901, 902
 KVASIR_CASES, HIPPO_CASES = 16, 10
@@ -55,14 +54,7 @@ class PlannedDataset:
 
 @pytest.fixture(scope="module")
 def law_folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("law_nnunet")
-    dirs = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for path in dirs.values():
-        path.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for name, path in dirs.items():
-            mp.setenv(name, str(path))
-        yield dirs
+    yield from module_nnunet_folders(tmp_path_factory, "law_nnunet")
 
 
 def _planned(folders: dict, dataset_id: int) -> PlannedDataset:
@@ -77,11 +69,7 @@ def law_kvasir(law_folders, tmp_path_factory) -> PlannedDataset:
 
     src = require_data("kvasir-seg")
     official = tmp_path_factory.mktemp("law_kvasir_official")
-    names = sorted(p.stem for p in (src / "images").glob("*.jpg"))[:KVASIR_CASES]
-    for sub in ("images", "masks"):
-        (official / sub).mkdir()
-        for name in names:
-            shutil.copy(src / sub / f"{name}.jpg", official / sub / f"{name}.jpg")
+    copy_kvasir_subset(src, official, KVASIR_CASES)
     env = nnunet_env(law_folders)
     run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID),
          "--max-size", str(KVASIR_MAX_SIZE)], env)

@@ -83,3 +83,31 @@ def label_values(path: Path) -> set:
     import SimpleITK as sitk
 
     return set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).tolist())
+
+
+def module_nnunet_folders(tmp_path_factory, name: str):
+    """For a module-scoped fixture (``yield from``): nnU-Net's three folders under a fresh ``name`` folder,
+    exported while the fixture lives."""
+    import pytest
+
+    root = tmp_path_factory.mktemp(name)
+    dirs = {folder: root / folder for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for path in dirs.values():
+        path.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for folder, path in dirs.items():
+            mp.setenv(folder, str(path))
+        yield dirs
+
+
+def copy_kvasir_subset(src: Path, official: Path, n_cases: int, n_test: int = 0) -> Path:
+    """The first ``n_cases`` Kvasir-SEG pairs (sorted names) copied into ``official`` in the dataset's own layout;
+    the last ``n_test`` of them are listed in ``official/test.txt`` (the converter's --test-list), returned."""
+    names = sorted(p.stem for p in (src / "images").glob("*.jpg"))[:n_cases]
+    for sub in ("images", "masks"):
+        (official / sub).mkdir()
+        for name in names:
+            shutil.copy(src / sub / f"{name}.jpg", official / sub / f"{name}.jpg")
+    test_list = official / "test.txt"
+    test_list.write_text("\n".join(names[len(names) - n_test:]) if n_test else "")
+    return test_list

@@ -18,7 +18,7 @@ from scipy import ndimage
 from torch import nn
 
 from law_fixtures import law_folders  # noqa: F401  (module-scoped nnU-Net folders, a pytest fixture)
-from nnunet_helpers import (label_values, nnunet_env, run, train_losses,
+from nnunet_helpers import (copy_kvasir_subset, label_values, nnunet_env, run, train_losses,
                             validation_summary, write_msd_subset)
 from nnunet_laworder.networks.cdal import CDALDiscriminator, CDALNetwork, r1_penalty, vp_sde_betas
 from nnunet_laworder.networks.diffusion_segmentation import mask_state, probabilities_to_logits
@@ -260,13 +260,7 @@ def kvasir_2d(law_folders, tmp_path_factory):
 
     src = require_data("kvasir-seg")
     official = tmp_path_factory.mktemp("kvasir_official")
-    names = sorted(p.stem for p in (src / "images").glob("*.jpg"))[:KVASIR_TRAIN + KVASIR_TEST]
-    for sub in ("images", "masks"):
-        (official / sub).mkdir()
-        for name in names:
-            shutil.copy(src / sub / f"{name}.jpg", official / sub / f"{name}.jpg")
-    test_list = official / "test.txt"
-    test_list.write_text("\n".join(names[-KVASIR_TEST:]))
+    test_list = copy_kvasir_subset(src, official, KVASIR_TRAIN + KVASIR_TEST, KVASIR_TEST)
     env = nnunet_env(law_folders)
     run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID), "--max-size",
          str(KVASIR_MAX_SIZE), "--test-list", str(test_list)], env)

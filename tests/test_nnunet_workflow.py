@@ -6,14 +6,13 @@ labels): the same with 3d_fullres_order, plus the plans command's contract.
 """
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from nnunet_helpers import (kill_after_first_checkpoint, label_values, nnunet_env, run, train_losses,
-                            validation_summary, write_msd_subset)
+from nnunet_helpers import (copy_kvasir_subset, kill_after_first_checkpoint, label_values, module_nnunet_folders,
+                            nnunet_env, run, train_losses, validation_summary, write_msd_subset)
 from nnunet_laworder.cli import main
 
 KVASIR_ID, HIPPO_ID = 501, 502
@@ -22,14 +21,7 @@ KVASIR_TRAIN, KVASIR_TEST = 24, 4
 
 @pytest.fixture(scope="module")
 def nnunet_folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nnunet")
-    dirs = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for path in dirs.values():
-        path.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for name, path in dirs.items():
-            mp.setenv(name, str(path))
-        yield dirs
+    yield from module_nnunet_folders(tmp_path_factory, "nnunet")
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +30,7 @@ def kvasir_planned(nnunet_folders, tmp_path_factory):
 
     src = require_data("kvasir-seg")
     official = tmp_path_factory.mktemp("kvasir_official")
-    names = sorted(p.stem for p in (src / "images").glob("*.jpg"))[:KVASIR_TRAIN + KVASIR_TEST]
-    for sub in ("images", "masks"):
-        (official / sub).mkdir()
-        for name in names:
-            shutil.copy(src / sub / f"{name}.jpg", official / sub / f"{name}.jpg")
-    test_list = official / "test.txt"
-    test_list.write_text("\n".join(names[-KVASIR_TEST:]))
+    test_list = copy_kvasir_subset(src, official, KVASIR_TRAIN + KVASIR_TEST, KVASIR_TEST)
     env = nnunet_env(nnunet_folders)
     run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID), "--max-size", "160",
          "--test-list", str(test_list)], env)
