@@ -106,3 +106,29 @@ def test_templates_agree_with_network_defaults():
     assert tuple(load_template("order")["variants"]["default"]["features_per_stage"]) == ORDER_FEATURES
     mkunet_variants = load_template("mkunet")["variants"]
     assert {k: tuple(v["features_per_stage"]) for k, v in mkunet_variants.items()} == MKUNET_VARIANTS
+
+
+@pytest.mark.parametrize("conv_op", [nn.Conv2d, nn.Conv3d])
+def test_channel_scale_is_a_depthwise_1x1_conv(conv_op):
+    from nnunet_laworder.networks.blocks import ChannelScale
+
+    scale = ChannelScale(conv_op, 6)
+    nn.init.normal_(scale.weight)
+    conv = conv_op(6, 6, 1, groups=6, bias=False)
+    conv.load_state_dict(scale.state_dict())  # same parameter name and shape: checkpoints load either way
+    x = torch.randn(2, 6, *[9] * (2 if conv_op is nn.Conv2d else 3))
+    assert torch.allclose(scale(x), conv(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("network_class", [MKUNet, ORDER])
+def test_channels_last_inside_leaves_outputs_contiguous_and_unchanged(network_class):
+    """The network computes in channels-last for speed; the caller sees the result of the plain computation."""
+    net = network_class(3, 2, deep_supervision=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        outputs = net(x)
+        net.memory_format = torch.contiguous_format
+        reference = net(x)
+    for o, r in zip(outputs, reference):
+        assert o.is_contiguous()
+        assert torch.allclose(o, r, atol=1e-5)

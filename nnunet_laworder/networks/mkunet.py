@@ -144,7 +144,14 @@ class MKUNet(nn.Module):
         self.decoder = self.decoder_class(self.encoder, num_classes, conv_op, norm_op, norm_op_kwargs,
                                           expansion_factor, dw_kernel_sizes, gag_kernel_size, deep_supervision,
                                           **decoder_kwargs)
+        self.memory_format = torch.channels_last if convert_conv_op_to_dim(conv_op) == 2 else torch.channels_last_3d
         self.apply(init_reference_weights)
 
     def forward(self, x):
-        return self.decoder(self.encoder(x), x.shape[2:])
+        # channels-last inside: oneDNN's depthwise convs on few channels and large patches are up to ~10x faster
+        # in it on CPU; the outputs leave in the caller's usual layout
+        x = x.contiguous(memory_format=self.memory_format)
+        outputs = self.decoder(self.encoder(x), x.shape[2:])
+        if isinstance(outputs, list):
+            return [o.contiguous() for o in outputs]
+        return outputs.contiguous()
