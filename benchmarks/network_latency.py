@@ -3,7 +3,7 @@
     python benchmarks/network_latency.py [--patch 256 256] [--repeats N] [--threads T] [--warmup W] [--json OUT]
 
 All networks are built for the same patch with nnU-Net's pooling (3 input channels, 2 classes; nnU-Net plans
-about 320 x 320 for Kvasir-SEG at full resolution, 256 x 256 is the default here) and timed in one run with
+640 x 640 for Kvasir-SEG at full resolution, 256 x 256 is the default here) and timed in one run with
 interleaved repetitions: every repetition runs each network once, round-robin, so drift in machine load hits
 them all alike. Batch 1, eval mode, no grad. Prints a markdown table; ``--json`` also writes every timing.
 """
