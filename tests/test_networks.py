@@ -132,3 +132,25 @@ def test_channels_last_inside_leaves_outputs_contiguous_and_unchanged(network_cl
     for o, r in zip(outputs, reference):
         assert o.is_contiguous()
         assert torch.allclose(o, r, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv_op", [nn.Conv2d, nn.Conv3d])
+def test_eval_folds_batch_norms_into_convs_without_changing_outputs(conv_op):
+    from nnunet_laworder.networks.blocks import ConvNormAct
+
+    net = ORDER(3, 2, n_stages=3, features_per_stage=(8, 16, 24), conv_op=conv_op, strides=[1, 2, 2]).eval()
+    torch.manual_seed(0)
+    for norm in net.modules():  # running statistics and affines far from the identity
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+            nn.init.normal_(norm.weight)
+            nn.init.normal_(norm.bias)
+    x = torch.randn(1, 3, *[24] * (2 if conv_op is nn.Conv2d else 3))
+    with torch.no_grad():
+        folded = net(x)
+        for block in net.modules():
+            if isinstance(block, ConvNormAct):
+                block.forward = nn.Sequential.forward.__get__(block)  # conv, then the norm as a layer
+        unfolded = net(x)
+    assert torch.allclose(folded, unfolded, rtol=1e-4, atol=1e-5 * unfolded.abs().max().item())
