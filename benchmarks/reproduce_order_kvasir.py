@@ -7,7 +7,7 @@ with the same schedule, then benchmarks the three networks side by side and comp
 
 Writes ``WORK/results/order_kvasir.{md,json}`` plus the benchmark and compare JSON / PNG beside them.
 """
-from reproduction import REAL_ID, SEGMENTERS, Reproduction, Stage, parse_args
+from reproduction import REAL_ID, Reproduction, Stage, parse_args
 
 PAPER = {"ORDER": {"dice": 81.3, "iou": 81.7, "parameters": 42_000, "gmacs": 0.56},
          "MK-UNet": {"dice": 75.3}, "nnU-Net default": {"parameters": 42_000 * 730}}
@@ -20,8 +20,7 @@ def main(argv=None) -> int:
     r.run(r.train_stages(REAL_ID, ORDER_OF_ROWS))
     benchmark = r.results / "order_benchmark.json"
     # the trainers that trained the models, so that `compare` finds each model's latency under its identifier
-    configurations = [SEGMENTERS[name][0] for name in ORDER_OF_ROWS]
-    trainers = [r.scale.trainer(SEGMENTERS[name][1]) for name in ORDER_OF_ROWS]
+    configurations, trainers = r.models(ORDER_OF_ROWS)
     r.run([(Stage("benchmark", ["nnunet-laworder", "benchmark", "-d", str(REAL_ID), "-c", *configurations,
                                 "-tr", *trainers, "-device", r.device, "--json", str(benchmark),
                                 "--png", str(benchmark.with_suffix(".png"))]), benchmark)])

@@ -225,11 +225,15 @@ class Reproduction:
              self.work / "nnUNet_raw" / f"Dataset{out:03d}_{law_name(weighting)}" / "dataset.json"),
         ]
 
+    def models(self, segmenters: List[str]) -> Tuple[List[str], List[str]]:
+        """The segmenters' configurations and trainers (with the scale's schedule), paired by position."""
+        return ([SEGMENTERS[name][0] for name in segmenters],
+                [self.scale.trainer(SEGMENTERS[name][1]) for name in segmenters])
+
     def compare(self, dataset_id: int, segmenters: List[str], tag: str,
                 benchmark_json: Optional[Path] = None) -> dict:
         """``nnunet-laworder compare`` of the segmenters on a dataset; returns its JSON report."""
-        configurations = [SEGMENTERS[name][0] for name in segmenters]
-        trainers = [self.scale.trainer(SEGMENTERS[name][1]) for name in segmenters]
+        configurations, trainers = self.models(segmenters)
         out = self.results / f"{tag}_compare.json"
         command = ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c", *configurations, "-tr", *trainers,
                    "-f", *map(str, self.scale.folds), "--json", str(out), "--png", str(out.with_suffix(".png"))]

@@ -4,6 +4,7 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
+from nnunet_laworder.networks.blocks import ChannelScale, ConvNormAct
 from nnunet_laworder.networks.mkunet import MKUNET_VARIANTS, MKUNet
 from nnunet_laworder.networks.order import (ORDER, ORDER_FEATURES, SelectiveBidirectionalSkipAttention,
                                             prediction_uncertainty, token_grid)
@@ -110,8 +111,6 @@ def test_templates_agree_with_network_defaults():
 
 @pytest.mark.parametrize("conv_op", [nn.Conv2d, nn.Conv3d])
 def test_channel_scale_is_a_depthwise_1x1_conv(conv_op):
-    from nnunet_laworder.networks.blocks import ChannelScale
-
     scale = ChannelScale(conv_op, 6)
     nn.init.normal_(scale.weight)
     conv = conv_op(6, 6, 1, groups=6, bias=False)
@@ -136,8 +135,6 @@ def test_channels_last_inside_leaves_outputs_contiguous_and_unchanged(network_cl
 
 @pytest.mark.parametrize("conv_op", [nn.Conv2d, nn.Conv3d])
 def test_eval_folds_batch_norms_into_convs_without_changing_outputs(conv_op):
-    from nnunet_laworder.networks.blocks import ConvNormAct
-
     net = ORDER(3, 2, n_stages=3, features_per_stage=(8, 16, 24), conv_op=conv_op, strides=[1, 2, 2]).eval()
     torch.manual_seed(0)
     for norm in net.modules():  # running statistics and affines far from the identity
