@@ -9,27 +9,10 @@ from typing import Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from nnunet_laworder.networks.mkunet import interpolation_mode
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels), channels)
-
-
-class TimestepEmbedding(nn.Module):
-    """Sinusoidal timestep features -> MLP, as in DDPM."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-        self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.SiLU(), nn.Linear(dim * 2, dim))
-
-    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
-        return self.mlp(get_timestep_embedding(timesteps, self.dim, flip_sin_to_cos=True, downscale_freq_shift=0))
+from nnunet_laworder.networks.layers import TimestepEmbedding, group_norm, interpolation_mode
 
 
 class ResidualBlock(nn.Module):

@@ -22,10 +22,9 @@ from diffusers import DDPMScheduler
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from nnunet_laworder.law.denoiser import TimestepEmbedding
 from nnunet_laworder.networks.diffusion_segmentation import (ConditionalMaskDenoiser, DiffusionSegmenter,
                                                              downsample_strides)
-from nnunet_laworder.networks.mkunet import interpolation_mode
+from nnunet_laworder.networks.layers import TimestepEmbedding, interpolation_mode
 
 
 def vp_sde_betas(num_timesteps: int, beta_min: float = 0.1, beta_max: float = 20.0) -> np.ndarray:

@@ -11,7 +11,6 @@ times from a seeded generator and returns logits of the averaged probabilities, 
 window, mirroring, fold ensembling) and nnU-Net's validation work unchanged. The denoiser itself knows nothing
 of noise schedules or samplers; the subclasses (:mod:`.spad`, :mod:`.cdal`) hold those, from diffusers.
 """
-import math
 from typing import Optional, Sequence, Type
 
 import torch
@@ -20,16 +19,10 @@ from dynamic_network_architectures.building_blocks.helper import maybe_convert_s
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from nnunet_laworder.law.denoiser import TimestepEmbedding
-from nnunet_laworder.networks.mkunet import interpolation_mode
+from nnunet_laworder.networks.layers import TimestepEmbedding, group_norm, interpolation_mode
 
 # probabilities are clamped to [EPS, 1 - EPS] before logits are taken, so an all-agreeing average stays finite
 EPS = 1e-4
-
-
-def group_norm(channels: int, affine: bool = True) -> nn.GroupNorm:
-    """GroupNorm with up to 8 groups that always divide the width (widths need not be multiples of 8)."""
-    return nn.GroupNorm(math.gcd(8, channels), channels, affine=affine)
 
 
 def class_probabilities(logits: torch.Tensor, regions: bool) -> torch.Tensor:

@@ -22,6 +22,7 @@ from dynamic_network_architectures.building_blocks.helper import (convert_conv_o
 
 from nnunet_laworder.networks.blocks import (ChannelAttention, GroupedAttentionGate, MKIRBlock, SpatialAttention,
                                              init_reference_weights)
+from nnunet_laworder.networks.layers import interpolation_mode
 
 # published MK-UNet widths (5 stages)
 MKUNET_VARIANTS = {
@@ -29,10 +30,6 @@ MKUNET_VARIANTS = {
     "S": (8, 16, 32, 48, 80),
     "base": (16, 32, 64, 96, 160),
 }
-
-
-def interpolation_mode(conv_op: Type[_ConvNd]) -> str:
-    return {1: "linear", 2: "bilinear", 3: "trilinear"}[convert_conv_op_to_dim(conv_op)]
 
 
 class MKUNetEncoder(nn.Module):

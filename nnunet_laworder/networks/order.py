@@ -17,7 +17,8 @@ from torch.nn.modules.conv import _ConvNd
 
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 
-from nnunet_laworder.networks.mkunet import MKUNet, MKUNetDecoder, interpolation_mode
+from nnunet_laworder.networks.layers import interpolation_mode
+from nnunet_laworder.networks.mkunet import MKUNet, MKUNetDecoder
 
 # default 2D ORDER widths: the whole network (3 -> 2 channels) stays under 42K parameters
 ORDER_FEATURES = (8, 16, 24, 28, 32)
