@@ -1,0 +1,73 @@
+"""``provenance.json`` of a synthetic dataset: one schema, one writer (``law synthesize``), one reader
+(``law evaluate``, the demo report).
+
+The file holds the dataset-level fields (source dataset, generator checkpoint and hash, weighting, configuration,
+generator fold, conditioning cases, sampler, steps, seed, layout, transform settings, where the real folds came
+from, the split rule) and ``cases``: ``{synthetic case: entry}``, each entry with at least ``case`` and
+``source_case`` (and ``source_slice``, ``transform``, ``seed``, ... as :func:`case_entry` writes them).
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from nnunet_laworder.errors import InputError
+from nnunet_laworder.nnunet_folders import read_json, save_json_atomic
+
+PROVENANCE_FILE = "provenance.json"
+CASE_PREFIX = "law_"
+MAX_CASES = 100_000  # case ids law_00000 .. law_99999
+SPLIT_RULE = ("real cases keep the real-only folds; synthetic cases are training cases only, and not in fold k's "
+              "training side when their source mask is one of fold k's validation cases")
+
+
+def case_id(index: int) -> str:
+    return f"{CASE_PREFIX}{index:05d}"
+
+
+def is_synthetic(case: str) -> bool:
+    return case.startswith(CASE_PREFIX)
+
+
+@dataclass
+class Provenance:
+    """What :func:`read_provenance` gives: the per-case entries and the dataset-level fields."""
+    cases: Dict[str, dict]
+    fields: dict  # everything but "cases"
+
+    @property
+    def source_dataset(self) -> Optional[str]:
+        return self.fields.get("source_dataset")
+
+    @property
+    def conditioning_cases(self) -> Optional[List[str]]:
+        return self.fields.get("conditioning_cases")
+
+    @property
+    def layout(self) -> Optional[dict]:
+        return self.fields.get("layout")
+
+    def sources(self) -> Dict[str, str]:
+        """``{synthetic case: the training case whose mask it was conditioned on}``."""
+        return {case: entry["source_case"] for case, entry in self.cases.items()}
+
+
+def write_provenance(folder: Path, cases: Dict[str, dict], **fields) -> Path:
+    """Write ``folder/provenance.json`` atomically: ``fields`` then ``cases``."""
+    path = Path(folder) / PROVENANCE_FILE
+    save_json_atomic({**fields, "num_synthetic": len(cases), "cases": cases}, path)
+    return path
+
+
+def read_provenance(folder: Path) -> Provenance:
+    """The provenance of the synthetic dataset in ``folder``, or an :class:`InputError` naming what is wrong."""
+    path = Path(folder) / PROVENANCE_FILE
+    if not path.is_file():
+        raise InputError(f"{path} not found: 'law evaluate' takes a dataset written by 'law synthesize'")
+    provenance = read_json(path)
+    cases = provenance.get("cases") if isinstance(provenance, dict) else None
+    if not isinstance(cases, dict) or not cases:
+        raise InputError(f"{path} lists no synthetic case (expected a 'cases' object, as 'law synthesize' writes)")
+    for case, entry in cases.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("source_case"), str):
+            raise InputError(f"{path}: synthetic case {case} names no source_case")
+    return Provenance(dict(cases), {k: v for k, v in provenance.items() if k != "cases"})
