@@ -2,12 +2,7 @@
 import os
 import shlex
 
-
-def trainer_folder() -> str:
-    """The installed folder of thin trainer re-exports (never the package itself: that breaks pickling)."""
-    import nnunet_laworder_trainers
-
-    return os.path.abspath(list(nnunet_laworder_trainers.__path__)[0])
+from nnunet_laworder.training.discovery import trainer_folder
 
 
 def export_lines() -> list:
