@@ -4,13 +4,14 @@
         [--sample-sizes 64 256] [--sample-batches 1 4] [--sample-steps 50] [--max-timed-sample-steps 10]
         [--no-memory] [--json OUT]
 
-* Training step: exactly the ops of ``law train``'s step (``law.train._TrainingNet``: the denoiser, plus LAW's
-  delta / Dice head for ``law`` only; ``law_loss``; backward; gradient clip 1; AdamW 2e-4; EMA 0.999), the same
-  denoiser (``LAWGenerator.create``, default widths 32 64 128, random weights) and the same batch (RGB images,
-  one-hot masks of random ellipses) for both weightings, at a step past the weight warm-up (the delta map is
-  on). Both weightings are timed in ONE run with interleaved repetitions: each repetition runs ``--steps``
-  steps of every configuration in turn (order alternating), after untimed warm-up steps; the table shows the
-  median over repetitions of the mean step time, and the ratio law / uniform (goal: at most 1.15).
+* Training step: ``law train``'s own step (``law.training_step.training_step`` on its ``TrainingNet``: the
+  denoiser, plus LAW's delta / Dice head for ``law`` only; ``law_loss``; backward; gradient clip 1; AdamW 2e-4;
+  EMA 0.999, warmed up as in training), the same denoiser (``LAWGenerator.create``, default widths 32 64 128,
+  random weights) and the same batch (RGB images, one-hot masks of random ellipses) for both weightings, at a
+  step past the weight warm-up (the delta map is on). Both weightings are timed in ONE run with interleaved
+  repetitions: each repetition runs ``--steps`` steps of every configuration in turn (order alternating), after
+  untimed warm-up steps; the table shows the median over repetitions of the mean step time, and the ratio
+  law / uniform (goal: at most 1.15).
 * Peak memory: CUDA: ``torch.cuda.max_memory_allocated`` over the timed steps (reset per configuration). CPU:
   one child process per configuration (its ``VmHWM``, the peak RSS of a process that ran only that configuration;
   in-process deltas do not work, the high-water mark never goes down, and ``ru_maxrss`` is no help either: Linux
@@ -26,6 +27,7 @@
 Prints a markdown table; ``--json`` also writes every timing and the settings.
 """
 import argparse
+import copy
 import json
 import os
 import resource
@@ -37,10 +39,11 @@ import time
 import torch
 
 from nnunet_laworder.evaluation.benchmark import cpu_name
-from nnunet_laworder.law.diffusion import noisy_batch, sample, sampling_scheduler, training_scheduler
+from nnunet_laworder.law.diffusion import sample, sampling_scheduler, training_scheduler
 from nnunet_laworder.law.generator import Layout, LAWGenerator
 from nnunet_laworder.law.intensity import ChannelNormalisation, IntensityNormaliser
-from nnunet_laworder.law.weighting import WeightingConfig, law_loss
+from nnunet_laworder.law.training_step import TrainingNet, training_step
+from nnunet_laworder.law.weighting import WeightingConfig
 
 WEIGHTINGS = ("law", "uniform")
 IMAGE_CHANNELS = 3
@@ -91,42 +94,25 @@ def make_batch(batch: int, size: int, device, seed: int = 0):
 
 
 class StepRunner:
-    """One configuration: the ops of ``law train``'s step on a fixed batch."""
+    """One configuration: ``law train``'s step on a fixed batch."""
 
     def __init__(self, weighting: str, size: int, batch: int, device):
-        import copy
-
-        from nnunet_laworder.law.train import _TrainingNet
-
         self.device = torch.device(device)
         self.generator = make_generator(weighting, size, self.device)
-        self.net = _TrainingNet.build(self.generator.denoiser, self.generator.head, weighting == "law")
+        self.net = TrainingNet(self.generator.denoiser, self.generator.head, weighting == "law")
         self.params = list(self.generator.modules().parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=LR)
         self.ema = copy.deepcopy(self.generator.modules()).requires_grad_(False)
         self.scheduler = training_scheduler()
         self.images, self.masks, self.fg = make_batch(batch, size, self.device)
-        self.amp = self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")  # as law train: AMP on CUDA
         self.step_count = 0
 
     def step(self) -> None:
         g = torch.Generator(device=self.device).manual_seed(self.step_count)
-        noisy, noise, timesteps = noisy_batch(self.scheduler, self.images, g)
-        with torch.autocast(self.device.type, enabled=self.amp):
-            eps, delta, dice = self.net(noisy, self.masks, timesteps)
-        loss, _ = law_loss(self.generator.weighting, noise, eps.float(), self.fg,
-                           None if delta is None else delta.float(), None if dice is None else dice.float(),
-                           STEP_PAST_WARMUP)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        with torch.no_grad():
-            for p_ema, p in zip(self.ema.parameters(), self.params):
-                p_ema.lerp_(p.detach(), 1 - EMA)
+        loss, _ = training_step(self.net, self.generator.weighting, self.scheduler, self.optimizer, self.scaler,
+                                self.params, self.images, self.masks, self.fg, STEP_PAST_WARMUP, g, GRAD_CLIP,
+                                self.ema, EMA)
         loss.item()  # the trainer logs the loss every step: a synchronisation point on CUDA
         self.step_count += 1
 

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
-from nnunet_laworder.training.cli import trainer_folder
+from nnunet_laworder.training.discovery import trainer_folder
 from nnunet_laworder.workflow import Stage, run_stage
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0
     except InputError as e:
-        print(f"nnunet-laworder {args.command}: error: {e}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "law_command", None))))
+        print(f"nnunet-laworder {command}: error: {e}", file=sys.stderr)
         return 2
 
 

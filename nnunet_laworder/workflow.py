@@ -1,5 +1,7 @@
 """Running nnU-Net's and the plugin's commands as child processes, exactly as a user would type them, each one
-printed and its output appended to a log (the demo and the reproduction scripts in ``benchmarks/``)."""
+printed and its output appended to a log (the demo and the reproduction scripts in ``benchmarks/``), with the
+variables a user would export first: nnU-Net's three folders under one work folder and the plugin's trainers."""
+import os
 import shlex
 import shutil
 import subprocess
@@ -7,9 +9,29 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 from tqdm import tqdm
+
+from nnunet_laworder.training.discovery import trainer_folder
+
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+# a few CPU cores: more worker processes than cores only add start-up time and contention
+CPU_ENV = {"nnUNet_n_proc_DA": "2", "nnUNet_def_n_proc": "1"}
+
+
+def nnunet_variables(root: Path, device: str) -> Dict[str, str]:
+    """What to export for nnU-Net's commands: `nnunet-laworder env`'s variables with nnU-Net's folders under
+    ``root``, and on cpu fewer workers (unless the user's environment already sets them)."""
+    variables = {name: str(Path(root) / name) for name in NNUNET_FOLDERS}
+    variables["nnUNet_extTrainer"] = trainer_folder()
+    if device == "cpu":
+        variables.update({k: v for k, v in CPU_ENV.items() if k not in os.environ})
+    return variables
+
+
+def export_lines(variables: Dict[str, str]) -> List[str]:
+    return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
 
 
 class StageFailed(Exception):

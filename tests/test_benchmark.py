@@ -8,7 +8,8 @@ import pytest
 from nnunet_helpers import nnunet_env, run
 from nnunet_laworder.cli import main
 from nnunet_laworder.errors import InputError
-from nnunet_laworder.evaluation.benchmark import FIGURES, pair_by_position
+from nnunet_laworder.evaluation.benchmark import FIGURES
+from nnunet_laworder.evaluation.models import pair_by_position
 
 DATASET_ID = 511
 CASES = 8

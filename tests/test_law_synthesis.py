@@ -19,10 +19,11 @@ import pytest
 
 from law_fixtures import law_folders, law_hippocampus, law_kvasir  # noqa: F401  (pytest fixtures)
 from nnunet_helpers import run
+from nnunet_laworder.cli import main
 from nnunet_laworder.law.transforms import (TransformConfig, apply_transform, identity, is_valid, label_counts,
                                             random_transform)
 
-SYNTH = [sys.executable, "-m", "nnunet_laworder.law.synthesize"]
+SYNTH = [sys.executable, "-m", "nnunet_laworder.cli", "law", "synthesize"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -73,9 +74,7 @@ def make_checkpoint(planned, path: Path, configuration: str, image_size, fold=No
 
 
 def synthesize(*argv) -> int:
-    from nnunet_laworder.law.synthesize import main
-
-    return main([str(a) for a in argv] + ["-device", "cpu", "--no-progress"])
+    return main(["law", "synthesize"] + [str(a) for a in argv] + ["-device", "cpu", "--no-progress"])
 
 
 def dataset_folder(planned, dataset_id: int) -> Path:
@@ -107,10 +106,10 @@ def nnunet_real_splits(planned) -> list:
 
 @pytest.fixture(scope="module")
 def kvasir_checkpoint(law_kvasir):
-    from nnunet_laworder.law.train import run_folder
+    from nnunet_laworder.nnunet_folders import law_run_folder
 
     # where 'law train -d 901' puts it, so that synthesize finds it without --checkpoint
-    path = run_folder(law_kvasir.folders["nnUNet_results"], law_kvasir.name, "law", "2d", None) / \
+    path = law_run_folder(law_kvasir.name, "law", "2d", results=law_kvasir.folders["nnUNet_results"]) / \
         "checkpoint_final.pth"
     return make_checkpoint(law_kvasir, path, "2d", (32, 32))
 
@@ -293,14 +292,13 @@ def test_command_line_wiring():
     """``nnunet-laworder law synthesize`` parses through the law command group (imports stay light)."""
     import argparse
 
-    from nnunet_laworder.law import synthesize
-    from nnunet_laworder.law.cli import register
+    from nnunet_laworder.law.cli import register, synthesize_entrypoint
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["law", "synthesize", "-d", "901", "-o", "910", "--num-parts", "2", "--part-id", "1",
                               "-device", "cpu", "--sampler", "dpm"])
-    assert args.func is synthesize.run
+    assert args.func is synthesize_entrypoint
     assert (args.dataset, args.output_id, args.num_parts, args.part_id, args.device, args.sampler, args.steps) == \
         ("901", 910, 2, 1, "cpu", "dpm", 50)
 

@@ -13,8 +13,9 @@ import torch
 
 from law_fixtures import law_folders, law_hippocampus, law_kvasir  # noqa: F401  (pytest fixtures)
 from nnunet_laworder.errors import InputError
-from nnunet_laworder.law import train as law_train
-from nnunet_laworder.law.data import BatchSampler, fold_split, load_training_data
+from nnunet_laworder.law.cli import add_train_arguments, train_entrypoint
+from nnunet_laworder.law.data import BatchSampler, load_training_data
+from nnunet_laworder.law.splits import fold_split
 from nnunet_laworder.law.weighting import WeightingConfig, law_loss, loss_weights, normalise_and_clamp, ratio_prior
 
 SMALL = ["-device", "cpu", "--image-size", "64", "64", "--features", "16", "32", "64", "--batch-size", "4",
@@ -35,8 +36,8 @@ def one_thread():
 def law(*argv) -> int:
     """``nnunet-laworder law train ARGV`` in-process (InputError propagates to the test)."""
     parser = argparse.ArgumentParser(prog="nnunet-laworder law train")
-    law_train.add_arguments(parser)
-    return law_train.run(parser.parse_args([str(a) for a in argv]))
+    add_train_arguments(parser)
+    return train_entrypoint(parser.parse_args([str(a) for a in argv]))
 
 
 def run_dir(dataset, weighting="law", configuration="2d", fold=None):
@@ -352,6 +353,24 @@ def test_hippocampus_trains_in_3d_and_samples(law_hippocampus):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# denoiser widths
+
+
+def test_widths_not_divisible_by_8_train(law_kvasir):
+    """``--features 12 24 48`` used to crash (``num_channels (12) must be divisible by num_groups (8)``): the
+    denoiser's GroupNorms take gcd(8, channels) groups."""
+    from nnunet_laworder.law.generator import load_checkpoint
+
+    assert law("-d", law_kvasir.dataset_id, "-f", "all", "--iterations", 2, "--features", 12, 24, 48,
+               "--image-size", 32, 32, "--batch-size", 2, "-device", "cpu", "--no-progress", "--snapshots", 2) == 0
+    folder = run_dir(law_kvasir, fold="all")
+    generator, extra = load_checkpoint(folder / "checkpoint_final.pth")
+    assert extra["step"] == 2 and generator.denoiser.features_per_stage == (12, 24, 48)
+    norms = [m for m in generator.denoiser.modules() if isinstance(m, torch.nn.GroupNorm) and m.num_channels == 12]
+    assert norms and all(m.num_groups == 4 for m in norms)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # data parallel (torchrun, gloo on CPU)
 
 
@@ -363,13 +382,13 @@ def test_torchrun_data_parallel_on_cpu(law_kvasir):
 
     env = dict(law_kvasir.env, OMP_NUM_THREADS="1")
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "nnunet_laworder.law.train", "-d", str(law_kvasir.dataset_id), "--weighting", "uniform",
+         "-m", "nnunet_laworder.cli", "law", "train", "-d", str(law_kvasir.dataset_id), "--weighting", "uniform",
          "--iterations", "4", "--save-every", "2", *TINY], env, timeout=600)
     folder = run_dir(law_kvasir, "uniform")
     ckpt = checkpoint(folder)
     assert ckpt["world_size"] == 2 and ckpt["step"] == 4 and [e["step"] for e in ckpt["log"]] == [1, 2, 3, 4]
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "nnunet_laworder.law.train", "-d", str(law_kvasir.dataset_id), "--weighting", "uniform",
+         "-m", "nnunet_laworder.cli", "law", "train", "-d", str(law_kvasir.dataset_id), "--weighting", "uniform",
          "--iterations", "6", "--resume", *TINY], env, timeout=600)
     ckpt = checkpoint(folder)
     assert ckpt["step"] == 6 and ckpt["optimizer"]["state"][0]["step"] == 6

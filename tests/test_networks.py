@@ -1,6 +1,7 @@
 """Unit tests of the MK-UNet and ORDER networks: shapes, deep supervision, strides, the zero-gamma identity."""
 import pytest
 import torch
+import torch.nn.functional as F
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
@@ -81,6 +82,66 @@ def test_selective_attention_updates_only_uncertain_decoder_tokens():
     assert changed[:2].all() and not changed[2:].any()
 
 
+@pytest.mark.parametrize("rho", [0.25, 0.5])
+def test_decoder_update_reaches_exactly_the_footprint_of_the_selected_tokens(rho):
+    # every position uncertain (the gate is nowhere zero), so only the selection can keep a position unchanged
+    torch.manual_seed(0)
+    attention = SelectiveBidirectionalSkipAttention(nn.Conv2d, channels=4, rho=rho, max_tokens=64)
+    with torch.no_grad():
+        attention.gamma_decoder.fill_(1.0)
+    decoder, skip = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16)
+    uncertainty = 0.2 + 0.8 * torch.rand(1, 1, 16, 16)
+    new_decoder, _ = attention(decoder, skip, uncertainty)
+    changed = (new_decoder - decoder).abs().sum(dim=1)[0] > 0
+    assert changed.float().mean().item() == pytest.approx(rho)  # rho = 1 (no selection) would change all
+    token_u = F.avg_pool2d(uncertainty, 2)[0, 0]  # 8 x 8 tokens of 2 x 2 positions each
+    chosen = token_u.flatten() >= token_u.flatten().topk(round(rho * 64)).values[-1]
+    assert torch.equal(changed, chosen.view(8, 8).repeat_interleave(2, 0).repeat_interleave(2, 1))
+
+
+def test_confidence_gate_scales_both_updates_and_no_gate_does_not():
+    torch.manual_seed(0)
+    decoder, skip = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    uncertainty = torch.ones(1, 1, 8, 8)
+    uncertainty[..., 4:, :] = 0.0  # confident lower half
+    for gated in (True, False):
+        attention = SelectiveBidirectionalSkipAttention(nn.Conv2d, channels=4, rho=1.0, max_tokens=64,
+                                                        confidence_gate=gated)
+        with torch.no_grad():
+            attention.gamma_decoder.fill_(1.0)
+            attention.gamma_skip.fill_(1.0)
+        new_decoder, new_skip = attention(decoder, skip, uncertainty)
+        for old, new in ((decoder, new_decoder), (skip, new_skip)):
+            changed = (new - old).abs().sum(dim=1)[0] > 0
+            assert changed[:4].all()
+            assert changed[4:].any() != gated  # u = 0 freezes a position only with the gate
+
+
+def test_the_gate_reads_the_uncertainty_of_the_stages_own_head():
+    torch.manual_seed(0)
+    order = ORDER(3, 2, deep_supervision=False).eval()
+    heads, gates = {}, {}
+    for j in order.decoder.attention_stage_ids:
+        order.decoder.seg_layers[j - 1].register_forward_hook(lambda m, i, o, j=j: heads.__setitem__(j, o))
+        order.decoder.skip_attention[str(j)].register_forward_hook(lambda m, i, o, j=j: gates.__setitem__(j, i[2]))
+    with torch.no_grad():
+        order(torch.randn(1, 3, 64, 64))
+    assert sorted(gates) == order.decoder.attention_stage_ids
+    for j, uncertainty in gates.items():
+        assert torch.equal(uncertainty, prediction_uncertainty(heads[j], multilabel=False))
+
+
+def test_no_attention_variant_is_the_backbone_at_orders_widths():
+    torch.manual_seed(0)
+    backbone = ORDER(3, 2, attention_stages=0).eval()
+    assert len(backbone.decoder.skip_attention) == 0
+    mkunet = MKUNet(3, 2, features_per_stage=ORDER_FEATURES).eval()
+    mkunet.load_state_dict(backbone.state_dict())
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(backbone(x), mkunet(x))
+
+
 def test_token_grid_caps_tokens_and_uncertainty_range():
     assert token_grid((128, 128), 1024) == (32, 32)
     assert token_grid((20, 28, 20), 1024) == (10, 7, 10)
@@ -88,6 +149,17 @@ def test_token_grid_caps_tokens_and_uncertainty_range():
     u = prediction_uncertainty(logits, multilabel=False)
     assert torch.allclose(u.flatten(), torch.tensor([1.0, 0.0]), atol=1e-6)
     assert torch.allclose(prediction_uncertainty(torch.zeros(1, 2, 1, 1), multilabel=True), torch.ones(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("variant,attention_stages,gated", [("default", 2, True), ("no-attention", 0, True),
+                                                             ("no-gate", 2, False)])
+def test_order_ablation_variants_build_from_plans(variant, attention_stages, gated):
+    block = architecture_block("order", [[1, 1]] + [[2, 2]] * 4, 2, variant)
+    net = get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],
+                                 input_channels=3, output_channels=2, deep_supervision=True)
+    assert len(net.decoder.skip_attention) == attention_stages
+    assert all(a.confidence_gate == gated for a in net.decoder.skip_attention.values())
+    assert [m.weight.shape[0] for m in net.decoder.seg_layers] == [2] * 4
 
 
 @pytest.mark.parametrize("arch,dim", [("order", 2), ("mkunet", 2), ("order", 3), ("mkunet", 3)])

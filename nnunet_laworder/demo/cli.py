@@ -2,15 +2,16 @@
 import sys
 from pathlib import Path
 
+from nnunet_laworder.demo.pipeline import DEFAULT_TRAINER, run_demo
+from nnunet_laworder.workflow import StageFailed
+
 DEFAULT_OUTPUT = Path("nnunet_laworder_demo")
 
 
 def run(args) -> int:
-    from nnunet_laworder.demo.pipeline import run_demo  # nnU-Net and torch load slowly
-    from nnunet_laworder.workflow import StageFailed
-
     try:
-        report = run_demo(args.output, args.device, args.trainer, args.overwrite, args.law)
+        report = run_demo(output=args.output, device=args.device, trainer=args.trainer, overwrite=args.overwrite,
+                          law=args.law)
     except StageFailed as e:
         print(f"nnunet-laworder demo: {e}", file=sys.stderr)
         return 1
@@ -19,8 +20,6 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
-    from nnunet_laworder.demo.pipeline import DEFAULT_TRAINER
-
     parser = subparsers.add_parser(
         "demo", help="ORDER and LAW on a shipped Kvasir-SEG sample (a few CPU minutes)",
         description="Runs, as child processes and printed as you would type them: convert the shipped Kvasir-SEG "

@@ -3,84 +3,24 @@ import os
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
 from tqdm import tqdm
 
+from nnunet_laworder.demo.paths import (BASE_CONFIGURATION, CONFIGURATION, DATASET_ID, FOLD, LAW_DATASET_ID, N_TEST,
+                                        OUTPUTS, SAMPLE, DemoPaths)
+from nnunet_laworder.demo.report import write_report
 from nnunet_laworder.errors import InputError
-from nnunet_laworder.training.cli import trainer_folder
-from nnunet_laworder.workflow import Stage, run_stage
+from nnunet_laworder.workflow import NNUNET_FOLDERS, Stage, export_lines, nnunet_variables, run_stage
 
-SAMPLE = Path(__file__).resolve().parent / "kvasir_sample"
-DATASET_ID = 990
-DATASET_NAME = "KvasirSEG"
-BASE_CONFIGURATION = "2d"
-CONFIGURATION = "2d_order"
-FOLD = 0
-N_TEST = 8
 DEFAULT_TRAINER = "nnUNetTrainerORDER_cpu"
 # The LAW stage, sized for a few CPU minutes: a small generator at 32x32 (learning rate raised for the short run),
 # trained on fold 0's training cases only, writes 16 synthetic cases into a new dataset
-LAW_DATASET_ID = 991
-LAW_DATASET_NAME = DATASET_NAME + "LAW"
 LAW_TRAIN_OPTIONS = ["--iterations", "600", "--batch-size", "16", "--image-size", "32", "32", "--features", "16", "32",
                      "64", "--lr", "1e-3", "--warmup-steps", "100", "--save-every", "200"]
 LAW_SYNTHETIC_CASES = 16
 LAW_SAMPLING_STEPS = 25
-# what the demo writes under its output folder; any of them present means an earlier run's results
-OUTPUTS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "predictions", "report", "test_cases.txt",
-           "demo.log")
-NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-# a 2-core CPU machine: more worker processes than cores only add start-up time and contention
-CPU_ENV = {"nnUNet_n_proc_DA": "2", "nnUNet_def_n_proc": "1"}
-
-
-@dataclass(frozen=True)
-class DemoPaths:
-    """Every folder and file of one demo run, all under ``root``."""
-    root: Path
-
-    @property
-    def raw_dataset(self) -> Path:
-        return self.root / "nnUNet_raw" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
-
-    @property
-    def predictions(self) -> Path:
-        return self.root / "predictions"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def test_list(self) -> Path:
-        return self.root / "test_cases.txt"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "demo.log"
-
-    @property
-    def law_dataset(self) -> Path:
-        return self.root / "nnUNet_raw" / f"Dataset{LAW_DATASET_ID:03d}_{LAW_DATASET_NAME}"
-
-    @property
-    def law_run(self) -> Path:
-        """``law train``'s folder for the demo's generator (fold 0, LAW weighting, plans of the 2d configuration)."""
-        return self.root / "nnUNet_results" / self.raw_dataset.name / f"LAW__law__{BASE_CONFIGURATION}" / f"fold_{FOLD}"
-
-    @property
-    def law_evaluation(self) -> Path:
-        return self.root / "nnUNet_results" / self.law_dataset.name / "law_evaluation"
-
-    def model_folder(self, trainer: str) -> Path:
-        return (self.root / "nnUNet_results" / self.raw_dataset.name /
-                f"{trainer}__nnUNetPlans__{CONFIGURATION}")
-
-    def fold_folder(self, trainer: str) -> Path:
-        return self.model_folder(trainer) / f"fold_{FOLD}"
 
 
 def sample_cases(sample: Path = SAMPLE) -> List[str]:
@@ -106,19 +46,6 @@ def prepare_output(paths: DemoPaths, overwrite: bool) -> None:
             path.unlink()
     for name in NNUNET_FOLDERS:
         (paths.root / name).mkdir(parents=True)
-
-
-def demo_variables(paths: DemoPaths, device: str) -> dict:
-    """What the demo exports: `nnunet-laworder env`'s variables with the nnU-Net folders inside the demo folder."""
-    variables = {name: str(paths.root / name) for name in NNUNET_FOLDERS}
-    variables["nnUNet_extTrainer"] = trainer_folder()
-    if device == "cpu":
-        variables.update({k: v for k, v in CPU_ENV.items() if k not in os.environ})
-    return variables
-
-
-def export_lines(variables: dict) -> List[str]:
-    return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
 
 
 def stages(paths: DemoPaths, device: str, trainer: str) -> List[Stage]:
@@ -164,12 +91,10 @@ def run_demo(output: Path, device: str = "cpu", trainer: str = DEFAULT_TRAINER, 
              law: bool = True) -> Path:
     """Run the whole workflow (with the LAW stage unless ``law`` is False) into ``output``; returns the report
     folder."""
-    from nnunet_laworder.demo.report import write_report
-
     paths = DemoPaths(Path(output).resolve())
     prepare_output(paths, overwrite)
     paths.test_list.write_text("\n".join(held_out_cases()) + "\n")
-    variables = demo_variables(paths, device)
+    variables = nnunet_variables(paths.root, device)
     exports = "\n".join(export_lines(variables))
     tqdm.write(f"{exports}\n# output of each command: {paths.log}")
     paths.log.write_text(exports + "\n")

@@ -6,16 +6,27 @@ from pathlib import Path
 from typing import List
 
 import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from PIL import Image
 
-from nnunet_laworder.demo.pipeline import CONFIGURATION, FOLD, DemoPaths, export_lines
+from nnunet_laworder.demo.paths import CONFIGURATION, FOLD, DemoPaths
+from nnunet_laworder.law.evaluation import GRID as LAW_GRID, REPORT as LAW_EVALUATION_REPORT
+from nnunet_laworder.law.provenance import is_synthetic
+from nnunet_laworder.law.splits import SPLITS_FILE
+from nnunet_laworder.nnunet_folders import read_json
+from nnunet_laworder.workflow import export_lines
 
 FOREGROUND = "1"  # the polyp label of the converted dataset
 
 
 def test_metrics(summary_file: Path) -> List[dict]:
     """Per held-out case Dice and IoU of the polyp label, from nnU-Net's evaluation summary."""
-    summary = json.loads(summary_file.read_text())
+    summary = read_json(summary_file)
     cases = []
     for entry in summary["metric_per_case"]:
         metrics = entry["metrics"][FOREGROUND]
@@ -32,18 +43,13 @@ def all_polyp_dice(labels: Path, cases: List[dict]) -> float:
 
 def validation_dice(fold_folder: Path) -> float:
     """nnU-Net's fold validation (the cases of the fold's split it held out of training): mean foreground Dice."""
-    summary = json.loads((fold_folder / "validation" / "summary.json").read_text())
+    summary = read_json(fold_folder / "validation" / "summary.json")
     return summary["foreground_mean"]["Dice"]
 
 
 def trained_network(model_folder: Path, fold_folder: Path):
     """The trained network, rebuilt from the saved plans and loaded with the final checkpoint's weights."""
-    import torch
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    dataset_json = json.loads((model_folder / "dataset.json").read_text())
+    dataset_json = read_json(model_folder / "dataset.json")
     plans = PlansManager(str(model_folder / "plans.json"))
     configuration = plans.get_configuration(CONFIGURATION)
     checkpoint = torch.load(fold_folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
@@ -57,8 +63,6 @@ def trained_network(model_folder: Path, fold_folder: Path):
 
 
 def overlay(ax, image: np.ndarray, mask: np.ndarray, colour: str, title: str) -> None:
-    from matplotlib.colors import ListedColormap
-
     ax.imshow(image)
     if mask is not None:
         ax.imshow(np.ma.masked_equal(mask, 0), cmap=ListedColormap([colour]), alpha=0.45, interpolation="nearest")
@@ -68,11 +72,9 @@ def overlay(ax, image: np.ndarray, mask: np.ndarray, colour: str, title: str) ->
 
 def plot_predictions(paths: DemoPaths, cases: List[dict], out: Path) -> None:
     """One row per held-out case: image, ground truth overlay, prediction overlay (with its Dice)."""
-    import matplotlib
-    matplotlib.use("Agg")  # no display needed; also safe when called inside a GUI session
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(cases), 3, figsize=(6, 1.9 * len(cases)), squeeze=False)
+    # a Figure without pyplot: no display and no global backend, also safe inside a GUI session
+    fig = Figure(figsize=(6, 1.9 * len(cases)))
+    axes = fig.subplots(len(cases), 3, squeeze=False)
     for row, case in zip(axes, cases):
         name = case["case"]
         image = np.asarray(Image.open(paths.raw_dataset / "imagesTs" / f"{name}_0000.png").convert("RGB"))
@@ -83,7 +85,6 @@ def plot_predictions(paths: DemoPaths, cases: List[dict], out: Path) -> None:
         overlay(row[2], image, prediction, "red", f"ORDER, Dice {case['dice']:.2f}")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
 
 
 def lesion_weight_ratios(weight_maps: Path) -> List[dict]:
@@ -97,15 +98,15 @@ def lesion_weight_ratios(weight_maps: Path) -> List[dict]:
 
 def law_summary(paths: DemoPaths) -> dict:
     """What the LAW stage produced: the new dataset, its fold-0 split, layout fidelity and the weights' focus."""
-    evaluation = json.loads((paths.law_evaluation / "law_evaluation.json").read_text())
-    fold = json.loads((paths.law_dataset / "splits_final.json").read_text())[FOLD]
+    evaluation = read_json(paths.law_evaluation / LAW_EVALUATION_REPORT)
+    fold = read_json(paths.law_dataset / SPLITS_FILE)[FOLD]
     fidelity = evaluation["layout_fidelity"]
     return {
         "dataset": paths.law_dataset.name,
         "synthetic_cases": evaluation["n_synthetic_cases"],
         "real_cases": evaluation["n_real_cases"],
-        "fold": {"train": len(fold["train"]), "train_synthetic": sum(c.startswith("law_") for c in fold["train"]),
-                 "val": len(fold["val"]), "val_synthetic": sum(c.startswith("law_") for c in fold["val"])},
+        "fold": {"train": len(fold["train"]), "train_synthetic": sum(map(is_synthetic, fold["train"])),
+                 "val": len(fold["val"]), "val_synthetic": sum(map(is_synthetic, fold["val"]))},
         "layout_fidelity_synthetic": fidelity["synthetic"]["mean"],
         "layout_fidelity_real": fidelity["real_reference"]["mean"],
         "weights": lesion_weight_ratios(paths.law_run / "weight_maps.npz"),
@@ -209,6 +210,6 @@ def write_report(paths: DemoPaths, trainer: str, device: str, environment: dict,
     if law:
         shutil.copy(paths.law_run / "weight_maps.png", paths.report / "law_weight_maps.png")
         shutil.copy(paths.law_run / "loss_curves.png", paths.report / "law_loss_curves.png")
-        shutil.copy(paths.law_evaluation / "law_grid.png", paths.report / "law_grid.png")
+        shutil.copy(paths.law_evaluation / LAW_GRID, paths.report / "law_grid.png")
     (paths.report / "report.md").write_text(markdown(report))
     return paths.report

@@ -1,6 +1,7 @@
 """``nnunet-laworder complexity | benchmark | compare``: what the networks cost and what they score."""
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -30,7 +31,8 @@ def register_complexity(subparsers) -> None:
 def run_complexity(args: argparse.Namespace) -> int:
     from nnunet_laworder.evaluation.complexity import network_complexity  # torch and nnU-Net load slowly
 
-    result = network_complexity(args.arch, args.dim, args.input_channels, args.num_classes, args.patch, args.variant)
+    result = network_complexity(arch=args.arch, dim=args.dim, input_channels=args.input_channels,
+                                num_classes=args.num_classes, patch_size=args.patch, variant=args.variant)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -73,10 +75,13 @@ def register_benchmark(subparsers) -> None:
 
 
 def run_benchmark_command(args: argparse.Namespace) -> int:
-    from nnunet_laworder.evaluation.benchmark import markdown_table, plot_benchmark, run_benchmark
+    # torch and nnU-Net load slowly: only the command that runs imports them
+    from nnunet_laworder.evaluation.benchmark import run_benchmark
+    from nnunet_laworder.evaluation.benchmark_report import markdown_table, plot_benchmark
 
-    report = run_benchmark(args.d, args.c, args.tr, args.p, args.device, args.threads, args.repeats, args.warmup,
-                           args.batch_size, memory=not args.no_memory)
+    report = run_benchmark(dataset=args.d, configurations=args.c, trainers=args.tr, plans_names=args.p,
+                           device=args.device, threads=args.threads, repeats=args.repeats, warmup=args.warmup,
+                           batch_size=args.batch_size, memory=not args.no_memory)
     print(markdown_table(report))
     write_outputs(report, args.json, args.png, plot_benchmark)
     return 0
@@ -100,11 +105,10 @@ def register_compare(subparsers) -> None:
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
-    import sys
-
     from nnunet_laworder.evaluation.compare import markdown_table, plot_compare, run_compare
 
-    report = run_compare(args.d, args.c, args.tr, args.p, args.f, args.benchmark_json)
+    report = run_compare(dataset=args.d, configurations=args.c, trainers=args.tr, plans_names=args.p, folds=args.f,
+                         benchmark_json=args.benchmark_json)
     for warning in report["warnings"]:
         print(f"nnunet-laworder compare: warning: {warning}", file=sys.stderr)
     print(markdown_table(report))

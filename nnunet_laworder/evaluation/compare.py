@@ -20,30 +20,20 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
+from nnunetv2.utilities.file_path_utilities import folds_tuple_to_string
+
 from nnunet_laworder.errors import InputError
+from nnunet_laworder.evaluation import plots
+from nnunet_laworder.evaluation.models import DEFAULT_CONFIGURATION, ModelIdentity, network_cost, pair_by_position
+from nnunet_laworder.nnunet_folders import DEFAULT_PLANS, check_configuration, model_folder, read_json
 
 METRICS = ("Dice", "IoU")  # in the table and per case; the JSON has every metric nnU-Net reports (TP, FP, ...)
 FOREGROUND = "foreground mean"
 
 
-def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> Path:
-    """``nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG``, named by nnU-Net's own function."""
-    from nnunetv2.paths import nnUNet_results
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
-    if not nnUNet_results.is_set():
-        raise InputError("nnUNet_results is not set; export it as for nnUNetv2_train")
-    try:
-        return Path(get_output_folder(dataset, trainer, plans, configuration))
-    except RuntimeError:  # the dataset id is in none of nnU-Net's folders
-        raise InputError(f"dataset {dataset} not found in nnUNet_raw, nnUNet_preprocessed or nnUNet_results "
-                         f"({nnUNet_results.get()})") from None
-
-
 def label_names(dataset_json: dict) -> Dict[str, str]:
     """nnU-Net's summary keys (``"1"``, or ``"(1, 2)"`` for a region) -> the names dataset.json gives them."""
-    from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
-
     names = {}
     for name, value in dataset_json["labels"].items():
         if isinstance(value, (list, tuple)):
@@ -83,8 +73,6 @@ def case_name(entry: dict) -> str:
 
 def model_results(folder: Path, folds: Sequence[str]) -> dict:
     """The fold summaries found in a model folder, or the cross-validation summary where no fold has one."""
-    from nnunetv2.utilities.file_path_utilities import folds_tuple_to_string
-
     found, missing = {}, []
     for fold in folds:
         path = folder / f"fold_{fold}" / "validation" / "summary.json"
@@ -141,52 +129,49 @@ def read_benchmark(path: Optional[Path]) -> tuple:
 def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[str],
                 plans_names: Optional[Sequence[str]] = None, folds: Sequence[str] = ("0", "1", "2", "3", "4"),
                 benchmark_json: Optional[Path] = None) -> dict:
-    from nnunet_laworder.evaluation.benchmark import (DEFAULT_CONFIGURATION, DEFAULT_PLANS, ModelSpec,
-                                                      check_configuration, network_cost, pair_by_position)
-
     folds = [str(f) for f in folds]
     if not folds or len(set(folds)) != len(folds):
         raise InputError(f"-f needs distinct folds, got {' '.join(folds)}")
     latency, hardware = read_benchmark(benchmark_json)
     models, warnings = [], []
     for entry in pair_by_position(configuration=configurations, trainer=trainers, plans=plans_names):
-        spec = ModelSpec(entry["trainer"], entry["plans"] or DEFAULT_PLANS, entry["configuration"])
-        folder = model_folder(dataset, spec.trainer, spec.plans, spec.configuration)
+        identity = ModelIdentity(entry["trainer"], entry["plans"] or DEFAULT_PLANS, entry["configuration"])
+        folder = model_folder(dataset, identity.trainer, identity.plans, identity.configuration)
         if not folder.is_dir():
-            raise InputError(f"no results folder {folder} for {spec.identifier} "
-                             f"(train it with nnUNetv2_train {dataset} {spec.configuration} FOLD -tr {spec.trainer}"
-                             f"{'' if spec.plans == DEFAULT_PLANS else ' -p ' + spec.plans})")
-        if any(m["identifier"] == spec.identifier for m in models):
-            raise InputError(f"{spec.identifier} is listed twice")
+            raise InputError(f"no results folder {folder} for {identity.identifier} (train it with nnUNetv2_train "
+                             f"{dataset} {identity.configuration} FOLD -tr {identity.trainer}"
+                             f"{'' if identity.plans == DEFAULT_PLANS else ' -p ' + identity.plans})")
+        if any(m["identifier"] == identity.identifier for m in models):
+            raise InputError(f"{identity.identifier} is listed twice")
         results = model_results(folder, folds)
         for file in ("plans.json", "dataset.json"):
             if not (folder / file).is_file():
                 raise InputError(f"{folder / file} is missing (nnUNetv2_train writes it into the model folder)")
-        plans = json.loads((folder / "plans.json").read_text())
-        dataset_json = json.loads((folder / "dataset.json").read_text())
-        check_configuration(plans, spec.configuration, str(folder / "plans.json"))
+        plans = read_json(folder / "plans.json")
+        dataset_json = read_json(folder / "dataset.json")
+        check_configuration(plans, identity.configuration, str(folder / "plans.json"))
         summaries = results["summaries"] or {"crossval": results["crossval"]}
         keys = list(next(iter(summaries.values()))["mean"])
         names = label_names(dataset_json)
-        cost = network_cost(spec.trainer, plans, dataset_json, spec.configuration)
-        bench = latency.get(spec.identifier)
+        cost = network_cost(identity.trainer, plans, dataset_json, identity.configuration)
+        bench = latency.get(identity.identifier)
         if results["missing_folds"]:
-            warnings.append(f"{spec.identifier}: fold(s) {', '.join(results['missing_folds'])} have no "
+            warnings.append(f"{identity.identifier}: fold(s) {', '.join(results['missing_folds'])} have no "
                             f"validation/summary.json (training not finished?); statistics use fold(s) "
                             f"{', '.join(results['summaries'])} only")
         if results["source"] == "crossval":
-            warnings.append(f"{spec.identifier}: no fold summaries, using the merged cross-validation summary; "
+            warnings.append(f"{identity.identifier}: no fold summaries, using the merged cross-validation summary; "
                             f"no statistics over folds")
         if latency and bench is None:
-            warnings.append(f"{spec.identifier}: not in {benchmark_json}, no latency")
+            warnings.append(f"{identity.identifier}: not in {benchmark_json}, no latency")
         stats = metric_statistics(results, keys)
         per_case = [{"fold": fold, "case": case_name(entry),
                      **{metric: {names.get(k, k): finite(entry["metrics"][k][metric]) for k in keys}
                         for metric in METRICS}}
                     for fold, summary in summaries.items() for entry in summary["metric_per_case"]]
         models.append({
-            "identifier": spec.identifier, "trainer": spec.trainer, "plans": spec.plans,
-            "configuration": spec.configuration, "folder": str(folder), "source": results["source"],
+            "identifier": identity.identifier, "trainer": identity.trainer, "plans": identity.plans,
+            "configuration": identity.configuration, "folder": str(folder), "source": results["source"],
             "folds_requested": folds, "folds_found": list(results["summaries"]),
             "missing_folds": results["missing_folds"], "n_cases": len(per_case),
             "labels": {names.get(k, k): stats[k] for k in keys}, "foreground_mean": stats[FOREGROUND],
@@ -235,8 +220,6 @@ def markdown_table(report: dict) -> str:
 def plot_compare(report: dict, path: Path) -> None:
     """Per-case Dice per model (box plot with the cases as dots), and Dice against GMACs (and forward latency
     where a benchmark JSON was given), nnU-Net's baseline marked."""
-    from nnunet_laworder.evaluation import plots
-
     models = report["models"]
     labels = plots.short_labels([m["identifier"] for m in models])
     reference = next((i for i, m in enumerate(models) if m["is_reference"]), None)

@@ -6,7 +6,12 @@ As nnU-Net's ``*_entrypoints``: argparse here, the work in plain functions that 
 """
 import argparse
 
+from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.diffusion import SAMPLERS
+from nnunet_laworder.law.evaluation import evaluate, summary_text
+from nnunet_laworder.law.layout_fidelity import TrainedModel
+from nnunet_laworder.law.synthesis import synthesize
+from nnunet_laworder.law.training import train_generator
 from nnunet_laworder.law.weighting import WEIGHTINGS
 
 
@@ -84,8 +89,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_entrypoint(args) -> int:
-    from nnunet_laworder.law import train  # TODO(refactor): plain function call
-    return train.run(args)
+    return train_generator(
+        args.dataset, configuration=args.configuration, fold=args.fold, plans=args.plans, weighting=args.weighting,
+        iterations=args.iterations, batch_size=args.batch_size, image_size=args.image_size, layout=args.layout,
+        empty_slice_fraction=args.empty_slice_fraction, lr=args.lr, weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip, features=args.features, time_dim=args.time_dim, warmup_steps=args.warmup_steps,
+        r_max=args.r_max, w_min=args.w_min, w_max=args.w_max, beta=args.beta, lambda_delta=args.lambda_delta,
+        lambda_dice=args.lambda_dice, ema=args.ema, device=args.device, seed=args.seed, save_every=args.save_every,
+        snapshots=args.snapshots, log_every=args.log_every, resume=args.resume, overwrite=args.overwrite,
+        progress=args.progress)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -125,8 +137,11 @@ def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def synthesize_entrypoint(args) -> int:
-    from nnunet_laworder.law import synthesize  # TODO(refactor): plain function call
-    return synthesize.run(args)
+    return synthesize(dataset=args.dataset, output_id=args.output_id, name=args.name,
+                      configuration=args.configuration, plans=args.plans, weighting=args.weighting, fold=args.fold,
+                      checkpoint=args.checkpoint, num=args.num, steps=args.steps, sampler=args.sampler,
+                      seed=args.seed, num_parts=args.num_parts, part_id=args.part_id, device=args.device,
+                      overwrite=args.overwrite, progress=args.progress)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -170,8 +185,22 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_entrypoint(args) -> int:
-    from nnunet_laworder.law import evaluate  # TODO(refactor): plain function call
-    return evaluate.run(args)
+    model = None
+    if args.configuration:
+        model = TrainedModel(args.model_dataset, args.configuration, args.trainer, args.plans, list(args.folds),
+                             args.checkpoint, mirroring=not args.disable_tta)
+    elif args.model_dataset:
+        raise InputError("--model-dataset needs -c CONFIG (and usually -tr TRAINER) to find the trained model")
+    for option in ("fid_max_images", "fid_batch_size", "grid_columns"):
+        if getattr(args, option) < 1:
+            raise InputError(f"--{option.replace('_', '-')} must be at least 1")
+    report = evaluate(args.dataset, real_dataset=args.real_id, output=args.output,
+                      inception_weights=args.inception_weights, fid_max_images=args.fid_max_images,
+                      fid_batch_size=args.fid_batch_size, fid=not args.no_fid, model=model, device=args.device,
+                      grid_columns=args.grid_columns, layout_max_cases=args.layout_max_cases,
+                      progress=not args.no_progress)
+    print(summary_text(report))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 * Cases: ``$nnUNet_raw/DatasetXXX/imagesTr`` + ``labelsTr`` (or the ``dataset`` entry of dataset.json), read with
   the dataset's own nnU-Net reader. With a fold, only that fold's training cases of
-  ``$nnUNet_preprocessed/DatasetXXX/splits_final.json``; the file is created exactly as ``nnUNetTrainer.do_split``
-  does when it is missing (so nnU-Net later trains on the same folds and LAW never sees a validation case).
+  ``$nnUNet_preprocessed/DatasetXXX/splits_final.json`` (:func:`~nnunet_laworder.law.splits.fold_split`: created
+  as ``nnUNetTrainer.do_split`` does when it is missing, so nnU-Net later trains on the same folds and LAW never
+  sees a validation case).
 * Intensities: :class:`IntensityNormaliser` from the plans and configuration.
 * Layout (:func:`choose_layout`):
 
@@ -19,7 +20,6 @@
 :class:`BatchSampler` draws random batches with random flips; everything it draws is a function of
 ``(seed, step)`` so that a resumed training continues exactly and data-parallel ranks agree on the global batch.
 """
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,40 +28,27 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+from tqdm import tqdm
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.generator import Layout, foreground_labels
 from nnunet_laworder.law.intensity import IntensityNormaliser
+from nnunet_laworder.law.splits import fold_split
+from nnunet_laworder.nnunet_folders import (DEFAULT_PLANS, check_configuration, default_configuration, plans_file,
+                                            preprocessed_dataset_folder, raw_dataset_folder, read_json)
 
 SMALL_3D_VOXELS = 64 ** 3
 LAYOUTS = ("auto", "2d", "3d", "slices")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# folders, cases and folds
-
-
-def raw_dataset_folder(dataset: str) -> Path:
-    """``$nnUNet_raw/DatasetXXX_Name`` for an id or a name, with a clear error."""
-    from nnunetv2.paths import nnUNet_raw
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    if not nnUNet_raw.is_set():
-        raise InputError("nnUNet_raw is not set; export it as for nnUNetv2_plan_and_preprocess")
-    try:
-        name = maybe_convert_to_dataset_name(str(dataset))
-    except RuntimeError:
-        raise InputError(f"dataset {dataset} not found in nnUNet_raw ({nnUNet_raw.get()})") from None
-    folder = Path(nnUNet_raw.get()) / name
-    if not (folder / "dataset.json").is_file():
-        raise InputError(f"{folder / 'dataset.json'} not found: LAW trains on the raw training cases of the dataset")
-    return folder
+# cases
 
 
 def training_files(raw_folder: Path, dataset_json: dict) -> Dict[str, dict]:
     """``{case id: {"images": [...], "label": ...}}`` of the training cases, as nnU-Net's preprocessing lists them."""
-    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
-
     if "dataset" not in dataset_json and not (raw_folder / "imagesTr").is_dir():
         raise InputError(f"{raw_folder / 'imagesTr'} not found")
     files = get_filenames_of_train_images_and_targets(str(raw_folder), dict(dataset_json))
@@ -73,52 +60,6 @@ def training_files(raw_folder: Path, dataset_json: dict) -> Dict[str, dict]:
         if missing:
             raise InputError(f"training case {case}: file not found: {missing[0]}")
     return files
-
-
-def _save_json_atomic(obj, path: Path) -> None:
-    from batchgenerators.utilities.file_and_folder_operations import save_json
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_json(obj, str(tmp))
-    os.replace(tmp, path)
-
-
-def fold_split(preprocessed_folder: Path, identifiers: Sequence[str], fold: Union[int, str]
-               ) -> Tuple[List[str], List[str]]:
-    """(training cases, validation cases) of ``fold``, exactly as ``nnUNetTrainer.do_split``.
-
-    ``splits_final.json`` is read, or created (5-fold ``generate_crossval_split``, seed 12345, on the sorted
-    identifiers) and written as nnU-Net would. A fold beyond the file's folds gets nnU-Net's seeded random 80:20
-    split; ``"all"`` trains on every case.
-    """
-    from nnunetv2.utilities.crossval_split import generate_crossval_split
-
-    identifiers = sorted(identifiers)
-    if str(fold) == "all":
-        return list(identifiers), list(identifiers)
-    fold = int(fold)
-    splits_file = Path(preprocessed_folder) / "splits_final.json"
-    if splits_file.is_file():
-        try:
-            splits = json.loads(splits_file.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{splits_file} is not valid JSON: {e}") from None
-    else:
-        splits = generate_crossval_split(list(np.sort(identifiers)), seed=12345, n_splits=5)
-        _save_json_atomic(splits, splits_file)
-    if fold < len(splits):
-        train, val = [str(k) for k in splits[fold]["train"]], [str(k) for k in splits[fold]["val"]]
-    else:  # nnU-Net's fallback for a fold the file does not hold
-        rnd = np.random.RandomState(seed=12345 + fold)
-        keys = np.sort(list(identifiers))
-        idx_tr = rnd.choice(len(keys), int(len(keys) * 0.8), replace=False)
-        train = [str(keys[i]) for i in idx_tr]
-        val = [str(keys[i]) for i in range(len(keys)) if i not in idx_tr]
-    unknown = sorted(set(train) - set(identifiers))
-    if unknown:
-        raise InputError(f"{splits_file} fold {fold} lists training cases that are not in the raw dataset: "
-                         f"{', '.join(unknown[:5])}")
-    return train, val
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,7 +186,7 @@ def _read(reader, entry: dict, case: str) -> Tuple[np.ndarray, np.ndarray, dict]
 
 
 def load_training_data(dataset: str, configuration: Optional[str] = None, fold: Union[int, str, None] = None,
-                       plans_name: str = "nnUNetPlans", image_size: Optional[Sequence[int]] = None,
+                       plans_name: str = DEFAULT_PLANS, image_size: Optional[Sequence[int]] = None,
                        layout: str = "auto", divisor: int = 4, empty_slice_fraction: float = 0.1, seed: int = 0,
                        progress: bool = False) -> TrainingData:
     """Read, check and normalise a dataset's training cases (all of them, or a fold's) for LAW training.
@@ -253,22 +194,13 @@ def load_training_data(dataset: str, configuration: Optional[str] = None, fold: 
     Every case is read and checked before anything is trained: unreadable files, image / label shape mismatches,
     channel counts and label values outside dataset.json end here with an :class:`InputError` naming the file.
     """
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-    from tqdm import tqdm
-
-    from nnunet_laworder.planning.plans_file import preprocessed_dataset_folder
-
-    preprocessed = preprocessed_dataset_folder(str(dataset))
-    raw = raw_dataset_folder(str(dataset))
-    plans_file = preprocessed / f"{plans_name}.json"
-    if not plans_file.is_file():
-        raise InputError(f"plans file {plans_file} not found; run nnUNetv2_plan_and_preprocess -d {dataset}")
-    plans = json.loads(plans_file.read_text())
+    preprocessed = preprocessed_dataset_folder(dataset)
+    raw = raw_dataset_folder(dataset)
+    plans_path = plans_file(dataset, plans_name)
+    plans = read_json(plans_path)
     configuration = configuration or default_configuration(plans)
-    if configuration not in plans["configurations"]:
-        raise InputError(f"{plans_file} has no configuration {configuration!r} "
-                         f"(available: {', '.join(plans['configurations'])})")
-    dataset_json = json.loads((raw / "dataset.json").read_text())
+    check_configuration(plans, configuration, str(plans_path))
+    dataset_json = read_json(raw / "dataset.json")
     labels = foreground_labels(dataset_json)
     if not labels:
         raise InputError(f"{raw / 'dataset.json'} declares no foreground label")
@@ -344,14 +276,6 @@ def load_training_data(dataset: str, configuration: Optional[str] = None, fold: 
                         dataset_json["file_ending"], extra)
     return TrainingData(torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(segs)), items, cases,
                         validation, layout_obj, normaliser, raw.name, configuration)
-
-
-def default_configuration(plans: dict) -> str:
-    configurations = plans["configurations"]
-    for name in ("2d", "3d_fullres"):
-        if name in configurations:
-            return name
-    return next(iter(configurations))
 
 
 # ---------------------------------------------------------------------------------------------------------------

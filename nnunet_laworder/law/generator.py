@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
+from dynamic_network_architectures.building_blocks.helper import convert_dim_to_conv_op
 
 from nnunet_laworder.law.denoiser import MaskConditionedDenoiser
 from nnunet_laworder.law.intensity import IntensityNormaliser
@@ -52,7 +53,7 @@ class LAWGenerator:
     @classmethod
     def create(cls, image_channels: int, layout: Layout, weighting: WeightingConfig, normaliser: IntensityNormaliser,
                features_per_stage=(32, 64, 128), time_dim: int = 128) -> "LAWGenerator":
-        conv_op = torch.nn.Conv2d if layout.dim == 2 else torch.nn.Conv3d
+        conv_op = convert_dim_to_conv_op(layout.dim)
         denoiser = MaskConditionedDenoiser(image_channels, len(layout.labels), conv_op, features_per_stage, time_dim)
         head = LAWHead(conv_op, features_per_stage[0], len(layout.labels), time_dim)
         return cls(denoiser, head, weighting, normaliser, layout)

@@ -43,10 +43,18 @@ def prediction_uncertainty(logits: torch.Tensor, multilabel: bool) -> torch.Tens
 
 
 class SelectiveBidirectionalSkipAttention(nn.Module):
+    """Decoder and skip tokens share one similarity matrix; only the top-``rho`` uncertain decoder tokens are
+    queries, and their update reaches only their own footprint (nearest upsampling of the token grid: each token
+    owns the block of positions it was pooled from). Every skip token is updated from the selected decoder tokens
+    through the transposed similarity. ``confidence_gate``: both residual updates are scaled by the uncertainty
+    ``u`` of the stage's head (else by ``gamma`` alone, the no-gate ablation)."""
+
     def __init__(self, conv_op: Type[_ConvNd], channels: int, attention_dim: int = 8, rho: float = 0.25,
-                 max_tokens: int = 1024):
+                 max_tokens: int = 1024, confidence_gate: bool = True):
         super().__init__()
+        assert 0 < rho <= 1, f"rho is the fraction of decoder tokens updated, in (0, 1], got {rho}"
         self.rho, self.max_tokens, self.scale = rho, max_tokens, attention_dim ** -0.5
+        self.confidence_gate = confidence_gate
         self.dim = convert_conv_op_to_dim(conv_op)
         self.interpolation = interpolation_mode(conv_op)
         self.query = conv_op(channels, attention_dim, 1, bias=False)  # from decoder tokens
@@ -78,12 +86,13 @@ class SelectiveBidirectionalSkipAttention(nn.Module):
         decoder_update = torch.zeros_like(v_dec).scatter(
             1, selected[..., None].expand(-1, -1, c), decoder_update_sel)
 
-        def to_map(t):
-            t = t.transpose(1, 2).reshape(b, c, *grid)
-            return F.interpolate(t, size=spatial, mode=self.interpolation, align_corners=False)
-
-        decoder = decoder + self.gamma_decoder * uncertainty * to_map(decoder_update)
-        skip = skip + self.gamma_skip * uncertainty * to_map(skip_update)
+        grid_map = lambda t: t.transpose(1, 2).reshape(b, c, *grid)
+        # nearest: an unselected token's zero update stays zero on its own footprint
+        decoder_update = F.interpolate(grid_map(decoder_update), size=spatial, mode="nearest")
+        skip_update = F.interpolate(grid_map(skip_update), size=spatial, mode=self.interpolation, align_corners=False)
+        gate = uncertainty if self.confidence_gate else 1.0
+        decoder = decoder + self.gamma_decoder * gate * decoder_update
+        skip = skip + self.gamma_skip * gate * skip_update
         return decoder, skip
 
 
@@ -92,14 +101,15 @@ class ORDERDecoder(MKUNetDecoder):
 
     def __init__(self, encoder, num_classes, conv_op, norm_op, norm_op_kwargs, expansion_factor, dw_kernel_sizes,
                  gag_kernel_size, deep_supervision, attention_stages: int = 2, attention_dim: int = 8,
-                 rho: float = 0.25, max_tokens: int = 1024, multilabel: bool = False):
+                 rho: float = 0.25, max_tokens: int = 1024, multilabel: bool = False, confidence_gate: bool = True):
         super().__init__(encoder, num_classes, conv_op, norm_op, norm_op_kwargs, expansion_factor, dw_kernel_sizes,
                          gag_kernel_size, deep_supervision)
         n = len(self.blocks)
         # the stages that merge a skip are 0 .. n-2; attention on the last ones that also carry a head (j >= 1)
         self.attention_stage_ids = [j for j in range(max(1, n - 1 - attention_stages), n - 1)]
         self.skip_attention = nn.ModuleDict({
-            str(j): SelectiveBidirectionalSkipAttention(conv_op, self.out_widths[j], attention_dim, rho, max_tokens)
+            str(j): SelectiveBidirectionalSkipAttention(conv_op, self.out_widths[j], attention_dim, rho, max_tokens,
+                                                        confidence_gate)
             for j in self.attention_stage_ids})
         self.multilabel = multilabel
 
@@ -124,7 +134,8 @@ class ORDER(MKUNet):
     def __init__(self, input_channels: int, num_classes: int, n_stages: int = 5,
                  features_per_stage: Sequence[int] = ORDER_FEATURES, conv_op: Type[_ConvNd] = nn.Conv2d,
                  strides: Sequence = (1, 2, 2, 2, 2), attention_stages: int = 2, attention_dim: int = 8,
-                 rho: float = 0.25, max_tokens: int = 1024, multilabel: bool = False, **kwargs):
+                 rho: float = 0.25, max_tokens: int = 1024, multilabel: bool = False,
+                 confidence_gate: bool = True, **kwargs):
         super().__init__(input_channels, num_classes, n_stages, features_per_stage, conv_op, strides,
                          attention_stages=attention_stages, attention_dim=attention_dim, rho=rho,
-                         max_tokens=max_tokens, multilabel=multilabel, **kwargs)
+                         max_tokens=max_tokens, multilabel=multilabel, confidence_gate=confidence_gate, **kwargs)

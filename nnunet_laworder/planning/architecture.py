@@ -48,6 +48,8 @@ def architecture_block(arch: str, base_strides: List, dim: int, variant: Optiona
         "strides": deepcopy(list(base_strides[:n_stages])),
         "norm_op": f"torch.nn.modules.batchnorm.BatchNorm{dim}d",
         **deepcopy(template["arch_kwargs"]),
+        # an ablation variant changes one setting of the architecture (e.g. ORDER without attention)
+        **deepcopy(template["variants"][variant].get("arch_kwargs", {})),
     }
     if arch == "order":
         # the confidence gate reads sigmoid outputs for nnU-Net region training (e.g. KiTS kidney+tumor, tumor)

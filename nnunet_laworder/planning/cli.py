@@ -2,9 +2,10 @@
 
 
 def run(args) -> int:
-    from nnunet_laworder.planning.plans_file import add_configuration
+    from nnunet_laworder.planning.plans_file import add_configuration  # nnU-Net loads slowly: only when run
 
-    plans_file, name, changed = add_configuration(args.d, args.c, args.arch, args.variant, args.p, args.name)
+    plans_file, name, changed = add_configuration(dataset=args.d, base=args.c, arch=args.arch, variant=args.variant,
+                                                  plans_name=args.p, name=args.name)
     state = "added" if changed else "already up to date"
     print(f"configuration '{name}' ({args.arch}, inherits from '{args.c}') {state} in {plans_file}")
     print(f"train it with: nnUNetv2_train {args.d} {name} FOLD -tr nnUNetTrainer{'ORDER' if args.arch == 'order' else 'MKUNet'}"
@@ -21,7 +22,8 @@ def register(subparsers) -> None:
     parser.add_argument("-c", required=True, help="base configuration, e.g. 2d or 3d_fullres")
     parser.add_argument("--arch", required=True, choices=("order", "mkunet"))
     parser.add_argument("--variant", default=None,
-                        help="architecture variant (mkunet: T, S, base [default]); named in the configuration")
+                        help="architecture variant (mkunet: T, S, base [default]; order: default, and the ablations "
+                             "no-attention, no-gate); named in the configuration")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("--name", default=None, help="configuration name (default: <base>_<arch>[_<variant>])")
     parser.set_defaults(func=run)

@@ -23,6 +23,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.helper import convert_dim_to_conv_op
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -33,8 +34,6 @@ from nnunet_laworder.networks.cdal import CDALDiscriminator, CDALNetwork, r1_pen
 from nnunet_laworder.networks.diffusion_segmentation import DiffusionSegmenter, mask_state
 from nnunet_laworder.networks.spad import SPADNetwork, SPADPerturbation
 from nnunet_laworder.training.order_trainers import ScheduledTrainer
-
-CONV_OPS = {2: nn.Conv2d, 3: nn.Conv3d}
 
 
 def bare_module(module: nn.Module) -> nn.Module:
@@ -72,10 +71,10 @@ class nnUNetTrainerDiffusionSeg(ScheduledTrainer):
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
         dim = len(configuration_manager.patch_size)
-        if dim not in CONV_OPS:
+        if dim not in (2, 3):
             raise RuntimeError(f"{cls.__name__} builds 2D or 3D networks; this configuration has a {dim}D patch")
-        return cls.build_network(CONV_OPS[dim], configuration_manager.pool_op_kernel_sizes, num_input_channels,
-                                 num_output_channels)
+        return cls.build_network(convert_dim_to_conv_op(dim), configuration_manager.pool_op_kernel_sizes,
+                                 num_input_channels, num_output_channels)
 
     @classmethod
     def build_network(cls, conv_op, strides, num_input_channels: int, num_output_channels: int) -> DiffusionSegmenter:
@@ -224,7 +223,7 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
         if self.is_ddp:
             raise RuntimeError(f"{self.__class__.__name__} trains on one device: the R1 penalty's double backward "
                                "does not go through DistributedDataParallel")
-        conv_op = CONV_OPS[len(self.configuration_manager.patch_size)]
+        conv_op = convert_dim_to_conv_op(len(self.configuration_manager.patch_size))
         self.discriminator = CDALDiscriminator(
             self.label_manager.num_segmentation_heads, self.num_input_channels, conv_op,
             self.configuration_manager.pool_op_kernel_sizes, self.discriminator_features).to(self.device)

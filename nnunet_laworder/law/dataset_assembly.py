@@ -1,0 +1,178 @@
+"""The synthetic dataset put together from the real dataset and the cached synthetic cases, once every case is done.
+
+**The dataset.** ``$nnUNet_raw/DatasetNEW_<name>``: imagesTr/labelsTr (and imagesTs/labelsTs when present) of the
+real dataset copied byte for byte, the synthetic cases ``law_00000``, ``law_00001``... in imagesTr/labelsTr (linked
+from the cache), ``dataset.json`` (numTraining = real + synthetic), ``provenance.json`` and ``splits_final.json``
+(nnU-Net's planner copies a raw ``splits_final.json`` into the preprocessed folder; we also write it there directly).
+
+**The split (honest evaluation).** The real cases keep exactly the folds of the real-only dataset
+(:func:`~nnunet_laworder.law.splits.real_splits`), so "real only" and "real + synthetic" compare case for case.
+Synthetic cases are only ever training cases, and a synthetic case whose *source mask* is one of fold k's validation
+cases is left out of fold k's training side: its layout is a transform of that validation case's mask. A generator
+trained on every training case (``law train`` without ``-f``) has still *seen fold k's validation images*; the leak
+rule removes the layouts, not what the weights learned. For a strictly clean fold F, train the generator with
+``law train -f F`` (it sees only fold F's training cases), synthesize from that checkpoint (``-f F``) and evaluate
+fold F; the printed commands say which folds are clean.
+
+**Atomic.** The dataset is assembled in a hidden staging folder and renamed into place at the end (the machinery of
+the converters): an interrupted run leaves no ``DatasetNEW_*``; an existing id is replaced only with
+``--overwrite``. The cache is deleted once the dataset is in place. Of several parts that find every case done, an
+``O_EXCL`` lock file lets only one assemble.
+"""
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Dict, Optional
+
+from tqdm import tqdm
+
+from nnunet_laworder.conversion.common import DatasetTarget, write_dataset_json
+from nnunet_laworder.errors import InputError
+from nnunet_laworder.law.case_cache import CaseCache
+from nnunet_laworder.law.provenance import CASE_PREFIX, PROVENANCE_FILE, is_synthetic, write_provenance
+from nnunet_laworder.law.splits import SPLITS_FILE, Splits, synthetic_splits
+from nnunet_laworder.nnunet_folders import save_json_atomic
+
+# dataset.json fields of the source that the new dataset.json sets itself
+OWN_FIELDS = ("channel_names", "labels", "numTraining", "file_ending", "name", "licence", "converted_by",
+              "description")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(lock: Path, dataset: str) -> bool:
+    """Create ``lock`` (``O_EXCL``: one process wins); False when another live process holds it."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text())
+            except (OSError, json.JSONDecodeError):
+                owner = {}
+            if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
+                lock.unlink(missing_ok=True)  # its process died: a stale lock
+                continue
+            if owner:
+                print(f"law synthesize: {owner.get('host')} (pid {owner.get('pid')}) is assembling "
+                      f"{dataset}; if that process died, delete {lock} and rerun")
+                return False
+            raise InputError(f"{lock} exists; another process is assembling {dataset}")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
+        return True
+    return False
+
+
+def assemble(target: DatasetTarget, cache: CaseCache, num: int, source: Path, dataset_json: dict, num_real: int,
+             real_splits: Splits, provenance: dict, progress: bool = True) -> None:
+    """Write ``target`` from the real dataset in ``source`` and the cached cases ``0 .. num - 1``, and say what to
+    run next. ``provenance``: the dataset-level fields of provenance.json."""
+    lock = target.raw / f".{target.path.name}.law-assemble.lock"
+    if not acquire_lock(lock, target.path.name):
+        return
+    try:
+        if not cache.exists():  # another part assembled meanwhile
+            print(f"law synthesize: {target.path.name} was already assembled by another part")
+            return
+        target.refuse_existing()
+        for stale in target.raw.glob(f".{target.path.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # staging folders of interrupted assemblies (we hold the lock)
+        entries = cache.entries(num)
+        splits = synthetic_splits(real_splits, {case: entry["source_case"] for case, entry in entries.items()})
+        with target.staging() as folder:
+            _write_dataset(folder, target, cache, source, dataset_json, num_real, entries, splits, provenance,
+                           progress)
+        preprocessed_splits = _write_preprocessed_splits(target, splits)
+        cache.remove()
+    finally:
+        lock.unlink(missing_ok=True)
+    print_summary(target, num_real, len(entries), splits, preprocessed_splits or target.path / SPLITS_FILE,
+                  provenance)
+
+
+def _write_dataset(folder: Path, target: DatasetTarget, cache: CaseCache, source: Path, dataset_json: dict,
+                   num_real: int, entries: Dict[str, dict], splits: Splits, provenance: dict, progress: bool) -> None:
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        if not (source / sub).is_dir():
+            continue
+        (folder / sub).mkdir()
+        files = sorted(p for p in (source / sub).iterdir() if p.is_file())
+        for path in tqdm(files, desc=f"copying real {sub}", unit="file", disable=not progress):
+            shutil.copy2(path, folder / sub / path.name)
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(exist_ok=True)
+    for case in entries:
+        for sub in ("imagesTr", "labelsTr"):
+            for path in cache.files(case, sub):
+                _link_or_copy(path, folder / sub / path.name)
+    description = dataset_json.get("description")
+    note = f"{source.name} + {len(entries)} LAW synthetic cases ({CASE_PREFIX}*, see {PROVENANCE_FILE})"
+    write_dataset_json(folder, num_real + len(entries), channel_names=dict(dataset_json["channel_names"]),
+                       labels=dict(dataset_json["labels"]), file_ending=dataset_json["file_ending"],
+                       dataset_name=target.path.name[len("DatasetXXX_"):],
+                       description=f"{description}; {note}" if description else note,
+                       license=dataset_json.get("licence", "see the source dataset"),
+                       converted_by="nnunet-laworder law synthesize",
+                       **{k: v for k, v in dataset_json.items() if k not in OWN_FIELDS})
+    write_provenance(folder, entries, **provenance)
+    save_json_atomic(splits, folder / SPLITS_FILE)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _write_preprocessed_splits(target: DatasetTarget, splits: Splits) -> Optional[Path]:
+    """``$nnUNet_preprocessed/DatasetNEW_<name>/splits_final.json`` (None when nnUNet_preprocessed is not set)."""
+    root = os.environ.get("nnUNet_preprocessed")
+    if not root:
+        print("law synthesize: nnUNet_preprocessed is not set; splits_final.json is only in the raw dataset "
+              "(nnUNetv2_plan_and_preprocess copies it)")
+        return None
+    folder = Path(root) / target.path.name
+    folder.mkdir(parents=True, exist_ok=True)
+    save_json_atomic(splits, folder / SPLITS_FILE)
+    return folder / SPLITS_FILE
+
+
+def print_summary(target: DatasetTarget, num_real: int, num_synthetic: int, splits: Splits, splits_file: Path,
+                  provenance: dict) -> None:
+    """What was written, fold by fold, and the nnU-Net commands that train on it (which folds are clean)."""
+    print(f"law synthesize: wrote {target.path} ({num_real} real + {num_synthetic} synthetic training cases) and "
+          f"{splits_file}")
+    for k, fold in enumerate(splits):
+        n_fold_syn = sum(is_synthetic(c) for c in fold["train"])
+        print(f"  fold {k}: {len(fold['train']) - n_fold_syn} real + {n_fold_syn} synthetic training, "
+              f"{len(fold['val'])} real validation cases")
+    fold = provenance["generator_fold"]
+    if isinstance(fold, int):
+        folds, note = str(fold), (f"the generator saw only fold {fold}'s training cases: fold {fold} is the clean "
+                                  f"comparison")
+    else:
+        folds, note = "0 1 2 3 4", ("the generator was trained on every training case, so it has seen each fold's "
+                                     "validation images (their layouts are kept out of that fold's training side); "
+                                     "for a strictly clean fold F use 'law train -f F' and 'law synthesize -f F'")
+    # one-slice volumes: nnU-Net's 3D configurations cannot learn from them, its 2d sees every case slice by slice
+    slice_wise = provenance["layout"]["slice_axis"] is not None
+    train_config = "2d" if slice_wise else provenance["configuration"]
+    new_id = target.dataset_id
+    print(f"next ({note}):\n"
+          f"  nnUNetv2_plan_and_preprocess -d {new_id} -c {train_config}\n"
+          f"  # add the same architecture configurations as for the real-only dataset, e.g.\n"
+          f"  #   nnunet-laworder plans -d {new_id} -c {train_config} --arch order\n"
+          f"  for f in {folds}; do nnUNetv2_train {new_id} {train_config} $f; done\n"
+          f"  # and the real-only reference: nnUNetv2_train {provenance['source_dataset_id']} {train_config} FOLD")

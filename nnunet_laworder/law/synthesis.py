@@ -1,0 +1,351 @@
+"""``nnunet-laworder law synthesize``: a new nnU-Net raw dataset = the real cases + LAW synthetic cases, with the
+split nnU-Net will use. Usage::
+
+    nnunet-laworder law synthesize -d 901 -o 911                      # Dataset911_<source name>LAW
+    nnunet-laworder law synthesize -d 901 -o 911 -f 0 --num 500 --sampler dpm --steps 25 -device cuda
+    nnUNetv2_plan_and_preprocess -d 911 -c 2d                          # then train as the real-only dataset
+    nnUNetv2_train 911 2d 0
+
+**Conditioning.** Only the masks of the generator's *training* cases (the checkpoint records them: every training
+case, or fold F's training cases for ``law train -f F``), never a validation or test mask. Synthetic case ``i`` takes
+source mask ``i mod n`` of a seeded permutation of those ``n`` cases (a new permutation every ``n`` cases), moves it
+to a new layout with a random transform of :mod:`nnunet_laworder.law.transforms` (flips, rotations, scaling,
+elastic deformation; nearest neighbour; draws that lose a structure are rejected) at the source's own size, then
+brings it to the generator's size as training did (2D: resized to ``layout.image_size``; small 3D: padded / cropped
+to the box) and samples the image (DDIM, 50 steps by default) from a noise seed of its own. Everything about case
+``i`` is a function of ``(--seed, i)``, the checkpoint, the sampler and the steps; ``provenance.json`` records it.
+
+**Shapes.** Images go back to the dataset's intensities (``normaliser.inverse``). 2D cases are written *at the
+source case's size* (the generated image is resized back, bilinear; the label is the transformed source mask
+itself); small 3D volumes as the generator's box. **Slice-wise 3D generators** (``law train --layout slices``, e.g.
+KiTS CT): a source is one foreground slice of a training volume along ``layout.slice_axis``; the synthetic case is a
+volume of *one slice* at the source's in-plane size. nnU-Net's 3D configurations cannot learn from one-slice
+volumes; train the new dataset's ``2d`` configuration (which sees every case slice by slice). File formats and pixel
+types: :mod:`~nnunet_laworder.law.case_writer`.
+
+**Resumable** (:mod:`~nnunet_laworder.law.case_cache`): finished cases wait in a hidden cache; a rerun samples only
+what is missing. **Atomic** (:mod:`~nnunet_laworder.law.dataset_assembly`): the dataset appears in one rename, with
+the real folds kept and synthetic cases training-only.
+
+**Sharding** (like ``nnUNetv2_predict -num_parts -part_id``): run the same command with ``--num-parts P --part-id
+I`` for I = 0..P-1, on as many GPUs / machines as you like sharing ``$nnUNet_raw``; part I samples the cases
+``i`` with ``i % P == I`` into the shared cache. A part that finishes while others are still sampling says so and
+exits; the part that finds every case done assembles the dataset (an ``O_EXCL`` lock file makes sure only one does).
+``CUDA_VISIBLE_DEVICES=0 nnunet-laworder law synthesize ... --num-parts 2 --part-id 0 &`` /
+``CUDA_VISIBLE_DEVICES=1 ... --part-id 1``. The result equals an unsharded run with the same seed on the same kind
+of device (the initial noise comes from a generator on the sampling device).
+"""
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import torch
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+from tqdm import tqdm
+
+from nnunet_laworder.conversion.common import DatasetTarget
+from nnunet_laworder.errors import InputError
+from nnunet_laworder.law.case_cache import CaseCache
+from nnunet_laworder.law.case_writer import CaseWriter
+from nnunet_laworder.law.data import fit_to_layout, resize_image, training_files
+from nnunet_laworder.law.dataset_assembly import assemble
+from nnunet_laworder.law.diffusion import SAMPLERS, sample, sampling_scheduler, training_scheduler
+from nnunet_laworder.law.generator import LAWGenerator, checkpoint_hash, foreground_labels, load_checkpoint, one_hot
+from nnunet_laworder.law.provenance import CASE_PREFIX, MAX_CASES, SPLIT_RULE, case_entry, case_id, is_synthetic
+from nnunet_laworder.law.splits import Splits, real_splits
+from nnunet_laworder.law.transforms import TransformConfig, random_transform
+from nnunet_laworder.law.weighting import WEIGHTINGS
+from nnunet_laworder.nnunet_folders import (DEFAULT_PLANS, check_configuration, dataset_id, default_configuration,
+                                            law_run_folder, plans_file, raw_dataset_folder, read_json,
+                                            resolve_device)
+
+
+def synthesize(dataset: Union[str, int], output_id: int, name: Optional[str] = None,
+               configuration: Optional[str] = None, plans: str = DEFAULT_PLANS, weighting: Optional[str] = None,
+               fold: Union[int, str, None] = None, checkpoint: Optional[str] = None, num: Optional[int] = None,
+               steps: int = 50, sampler: str = "ddim", seed: int = 0, num_parts: int = 1, part_id: int = 0,
+               device: Optional[str] = None, overwrite: bool = False, progress: bool = True) -> int:
+    """Sample this part's synthetic cases of ``dataset`` into the cache and, once every part's are there, write
+    dataset ``output_id``. Everything is checked before any work (:class:`InputError`). Returns 0."""
+    _check_values(num, steps, sampler, weighting, num_parts, part_id)
+    source, target = _datasets(dataset, output_id, name, plans, overwrite)
+    path, generator, data, configuration = _load_generator(source, checkpoint, configuration, weighting, fold)
+    files, conditioning, writer, splits, splits_source = _check_data(source, path, generator, data)
+    device = resolve_device(device)
+    layout = generator.layout
+    transform_config = TransformConfig.for_dim(2 if layout.slice_axis is not None else layout.dim)
+    digest = checkpoint_hash(path)
+    cache = CaseCache.for_run(target, digest, seed, sampler, steps, source.name, conditioning,
+                              transform_config.to_dict())
+    synthesis = Synthesis(
+        source=source, target=target, files=files, checkpoint=path, checkpoint_hash=digest, generator=generator,
+        configuration=configuration, generator_fold=data.get("fold"), conditioning=conditioning, writer=writer,
+        splits=splits, splits_source=splits_source, num=num or len(conditioning), device=device,
+        transform_config=transform_config, sampler=sampler, steps=steps, seed=seed, cache=cache)
+    cache.create()
+    synthesis.sample_part(num_parts, part_id, progress)
+    missing = synthesis.cache.missing(synthesis.num)
+    if missing:
+        print(f"law synthesize: part {part_id} of {num_parts} done; {len(missing)} of {synthesis.num} synthetic "
+              f"cases are still being sampled by the other parts (the last part to finish writes "
+              f"{target.path.name})")
+        return 0
+    assemble(target, synthesis.cache, synthesis.num, source.raw, source.dataset_json, len(files), splits,
+             synthesis.provenance(), progress)
+    return 0
+
+
+@dataclass
+class SourceDataset:
+    """The real dataset: its raw folder, dataset.json and plans."""
+    raw: Path
+    dataset_json: dict
+    plans: dict
+    plans_file: Path
+
+    @property
+    def name(self) -> str:
+        return self.raw.name
+
+    @property
+    def id(self) -> int:
+        return dataset_id(self.raw.name)
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.plans_file.parent
+
+
+@dataclass
+class Synthesis:
+    """Everything one ``law synthesize`` process needs, checked before any work."""
+    source: SourceDataset
+    target: DatasetTarget
+    files: Dict[str, dict]  # the source's training cases
+    checkpoint: Path
+    checkpoint_hash: str
+    generator: LAWGenerator
+    configuration: str
+    generator_fold: Union[int, str, None]
+    conditioning: List[str]  # the generator's training cases: their masks condition the synthetic cases
+    writer: CaseWriter
+    splits: Splits  # the real-only dataset's folds
+    splits_source: str
+    num: int
+    device: torch.device
+    transform_config: TransformConfig
+    sampler: str
+    steps: int
+    seed: int
+    cache: CaseCache
+
+    @property
+    def weighting(self) -> str:
+        return self.generator.weighting.mode
+
+    def provenance(self) -> dict:
+        """The dataset-level fields of provenance.json."""
+        return {"source_dataset": self.source.name, "source_dataset_id": self.source.id,
+                "dataset": self.target.path.name, "checkpoint": str(self.checkpoint),
+                "checkpoint_hash": self.checkpoint_hash, "weighting": self.weighting,
+                "configuration": self.configuration, "generator_fold": self.generator_fold,
+                "conditioning_cases": self.conditioning, "sampler": self.sampler, "steps": self.steps,
+                "seed": self.seed, "layout": asdict(self.generator.layout),
+                "transform_config": self.transform_config.to_dict(), "real_splits": self.splits_source,
+                "split_rule": SPLIT_RULE}
+
+    def source_of(self, index: int) -> str:
+        n = len(self.conditioning)
+        permutation = np.random.default_rng([self.seed, 0x5EED, index // n]).permutation(n)
+        return self.conditioning[int(permutation[index % n])]
+
+    def sample_part(self, num_parts: int, part_id: int, progress: bool) -> None:
+        """Sample the cases ``i % num_parts == part_id`` that are not cached yet."""
+        mine = [i for i in range(self.num) if i % num_parts == part_id]
+        for i in mine:  # leftovers of an interrupted run of this part
+            self.cache.remove_partial(i)
+        todo = [i for i in mine if not self.cache.has(i)]
+        print(f"law synthesize: {self.num} synthetic cases from {len(self.conditioning)} training masks of "
+              f"{self.source.name} ({self.weighting} generator {self.checkpoint}, fold {self.generator_fold}); "
+              f"part {part_id}/{num_parts}: {len(mine)} cases, {len(mine) - len(todo)} already cached, "
+              f"{len(todo)} to sample ({self.sampler}, {self.steps} steps, {self.device})")
+        if not todo:
+            return
+        self.generator.to(self.device)
+        self.generator.denoiser.eval()
+        # a fresh sampler per case (they keep state); DDIM clips to the normalised range of the data
+        new_scheduler = partial(sampling_scheduler, training_scheduler(), self.sampler,
+                                self.generator.normaliser.normalised_bound())
+        for i in tqdm(todo, desc="synthesizing", unit="case", disable=not progress):
+            self.sample_case(i, new_scheduler())
+
+    def sample_case(self, index: int, scheduler) -> None:
+        """Case ``index``: a transformed source mask, the image sampled for it, written into the cache."""
+        layout = self.generator.layout
+        source = self.source_of(index)
+        files = self.files[source]
+        rng = np.random.default_rng([self.seed, index])
+        noise_seed = int(rng.integers(0, 2 ** 62))
+        seg, properties = self.writer.read_seg(files["label"])
+        seg = seg[0]  # (1, H, W) for 2D images, (D, H, W) for volumes
+        source_slice = None
+        if layout.slice_axis is not None:
+            axis = layout.slice_axis
+            per_slice = np.moveaxis(seg, axis, 0).reshape(seg.shape[axis], -1).max(1)
+            candidates = np.flatnonzero(per_slice > 0)
+            if len(candidates) == 0:
+                candidates = np.arange(seg.shape[axis])
+            source_slice = int(candidates[rng.integers(0, len(candidates))])
+            native = np.take(seg, source_slice, axis=axis)
+        elif layout.dim == 2:
+            native = seg[0]
+        else:
+            native = seg
+        native = native.astype(np.int16)
+
+        def survives_fitting(mask):  # no structure may vanish on the way to the generator's size
+            return set(np.unique(fit_to_layout(None, mask, layout)[1])) >= set(np.unique(mask))
+
+        transformed, params = random_transform(native, rng, self.transform_config, accept=survives_fitting)
+        condition = fit_to_layout(None, transformed, layout)[1]
+        masks = torch.from_numpy(one_hot(condition, list(layout.labels)))[None].to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(noise_seed)
+        x = sample(self.generator.denoiser, masks, scheduler, self.steps, generator)
+        image = self.generator.normaliser.inverse(x[0].float().cpu().numpy().astype(np.float64))
+        if layout.dim == 2:  # back to the source's size; the label is the transformed source mask itself
+            image = resize_image(image, transformed.shape).astype(np.float64)
+            label = transformed
+        else:
+            label = condition
+        if layout.slice_axis is not None:  # a volume of one slice
+            image = np.expand_dims(image, 1 + layout.slice_axis)
+            label = np.expand_dims(label, layout.slice_axis)
+        elif layout.dim == 2:
+            image, label = image[:, None], label[None]
+        # image: (C, *spatial of the written file, with the leading 1 for 2D), label: (*spatial); intensities stay
+        # in the normaliser's range (inverse clips; bilinear resizing cannot leave it)
+        folder = self.cache.new_case(index)
+        self.writer.write(folder, case_id(index), image, label, files["images"], properties, source_slice)
+        self.cache.commit(index, folder, case_entry(
+            index, source, source_slice, params, noise_seed, run_seed=self.seed, sampler=self.sampler,
+            steps=self.steps, checkpoint=str(self.checkpoint), checkpoint_hash=self.checkpoint_hash,
+            weighting=self.weighting, generator_fold=self.generator_fold, device=self.device.type,
+            generated_size=list(layout.image_size), written_shape=list(label.shape)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the checks, in the order a user meets them
+
+
+def _check_values(num: Optional[int], steps: int, sampler: str, weighting: Optional[str], num_parts: int,
+                  part_id: int) -> None:
+    if steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+    if num is not None and num < 1:
+        raise InputError(f"--num must be at least 1, got {num}")
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise InputError(f"--part-id must be in 0..{num_parts - 1} (--num-parts {num_parts}), got {part_id}")
+    if num is not None and num >= MAX_CASES:
+        raise InputError(f"--num must be at most {MAX_CASES - 1} (case ids {CASE_PREFIX}00000..), got {num}")
+    if sampler not in SAMPLERS:
+        raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if weighting is not None and weighting not in WEIGHTINGS:
+        raise InputError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+
+
+def _datasets(dataset: Union[str, int], output_id: int, name: Optional[str], plans: str, overwrite: bool):
+    """(the source dataset, the new dataset's target)."""
+    raw = raw_dataset_folder(dataset)
+    if output_id == dataset_id(raw.name):
+        raise InputError(f"-o {output_id} is the id of the source dataset {raw.name}; choose a new id")
+    path = plans_file(dataset, plans)
+    source = SourceDataset(raw, read_json(raw / "dataset.json"), read_json(path), path)
+    if "dataset" in source.dataset_json:
+        raise InputError(f"{raw / 'dataset.json'} lists its files in a 'dataset' entry; synthesis needs the "
+                         f"imagesTr/labelsTr layout")
+    target = DatasetTarget.resolve(output_id, name or f"{raw.name[len('DatasetXXX_'):]}LAW", overwrite)
+    # nnU-Net looks ids up in raw, preprocessed and results: a second name for the id there breaks it
+    for root in (nnUNet_preprocessed.get(), nnUNet_results.get()):
+        if not root or not Path(root).is_dir():
+            continue
+        others = [p for p in Path(root).glob(f"Dataset{output_id:03d}_*") if p.is_dir() and p.name != target.path.name]
+        if others:
+            raise InputError(f"{others[0]} holds dataset id {output_id:03d} under another name; nnU-Net would "
+                             f"not know which is meant. Remove it or pass --name {others[0].name[11:]}")
+    return source, target
+
+
+def _load_generator(source: SourceDataset, checkpoint: Optional[str], configuration: Optional[str],
+                    weighting: Optional[str], fold: Union[int, str, None]):
+    """(checkpoint path, generator, what it was trained on, its configuration), checked against the request."""
+    requested = configuration or default_configuration(source.plans)  # the checkpoint's own wins below
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise InputError(f"checkpoint {path} not found")
+    else:
+        if not nnUNet_results.is_set():
+            raise InputError("nnUNet_results is not set (the default checkpoint is law train's output there); "
+                             "export it or give --checkpoint")
+        path = law_run_folder(source.name, weighting or "law", requested, fold) / "checkpoint_final.pth"
+        if not path.is_file():
+            option = f" -f {fold}" if fold is not None else ""
+            raise InputError(f"checkpoint {path} not found; train the generator first: nnunet-laworder law train "
+                             f"-d {source.id} -c {requested} --weighting {weighting or 'law'}{option} "
+                             f"(or give --checkpoint)")
+    path = path.resolve()
+    try:
+        generator, extra = load_checkpoint(path, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - whatever torch.load / the state raise: not a LAW checkpoint
+        raise InputError(f"{path} is not a LAW generator checkpoint ({type(e).__name__}: {e})") from None
+    data = dict(generator.layout.extra or {})
+    data.update(extra.get("data") or {})
+    if weighting is not None and weighting != generator.weighting.mode:
+        raise InputError(f"{path} was trained with --weighting {generator.weighting.mode}, not {weighting}")
+    trained_on = data.get("dataset")
+    if trained_on is not None and trained_on != source.name:
+        raise InputError(f"{path} was trained on {trained_on}, not on {source.name}")
+    resolved = data.get("configuration") or requested
+    if configuration is not None and configuration != resolved:
+        raise InputError(f"{path} was trained with configuration {resolved}, not {configuration}")
+    check_configuration(source.plans, resolved, str(source.plans_file))
+    return path, generator, data, resolved
+
+
+def _check_data(source: SourceDataset, checkpoint: Path, generator: LAWGenerator, data: dict):
+    """(training files, conditioning cases, case writer, real folds, where they came from) of a source dataset the
+    generator fits."""
+    layout = generator.layout
+    files = training_files(source.raw, source.dataset_json)
+    identifiers = sorted(files)
+    conditioning = sorted(data["cases"]) if data.get("cases") else identifiers
+    unknown = sorted(set(conditioning) - set(identifiers))
+    if unknown:
+        raise InputError(f"{checkpoint} was trained on cases that are not training cases of {source.name}: "
+                         f"{', '.join(unknown[:5])}")
+    labels = foreground_labels(source.dataset_json)
+    if list(layout.labels) != labels:
+        raise InputError(f"{checkpoint} generates labels {layout.labels}, {source.name} has {labels}")
+    channels = len(source.dataset_json["channel_names"])
+    if generator.denoiser.image_channels != channels:
+        raise InputError(f"{checkpoint} generates {generator.denoiser.image_channels} channels, {source.name} has "
+                         f"{channels}")
+    writer = CaseWriter.for_dataset(source.dataset_json, files[identifiers[0]], source.name, layout.slice_axis)
+    real_ids = set(identifiers)
+    for sub in ("imagesTs", "labelsTs"):
+        if (source.raw / sub).is_dir():
+            real_ids |= {p.name.split(".")[0] for p in (source.raw / sub).iterdir()}
+    clash = sorted(c for c in real_ids if is_synthetic(c))
+    if clash:
+        raise InputError(f"{source.name} has cases named like synthetic cases ({', '.join(clash[:3])})")
+    splits, splits_source = real_splits(source.preprocessed, identifiers)
+    fold = data.get("fold")
+    if isinstance(fold, int) and fold < len(splits):
+        seen = sorted(set(conditioning) & set(splits[fold]["val"]))
+        if seen:
+            raise InputError(f"{checkpoint} was trained on fold {fold}, but its training cases include validation "
+                             f"cases of fold {fold} in {splits_source} ({', '.join(seen[:3])}); was "
+                             f"splits_final.json changed after 'law train'?")
+    return files, conditioning, writer, splits, splits_source
