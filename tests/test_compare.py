@@ -182,3 +182,25 @@ def test_models_without_results_are_input_errors(trained, capsys):
     assert str(results / ORDER_ID / "fold_3" / "validation" / "summary.json") in err
     assert main(["compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "2d", "-tr", BASELINE, ORDER]) == 2
     assert "paired by position" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_paired_comparison_equals_a_hand_computation_on_the_summaries(trained):
+    env, dirs, root, results = trained
+    out_json = root / "compare_paired.json"
+    result = run(["nnunet-laworder", "compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE,
+                  ORDER, "-f", "0", "--paired", "2d", "--json", str(out_json)], env)
+    report = json.loads(out_json.read_text())
+    assert report["paired_reference"] == BASELINE_ID
+    stats = report["paired"][f"{ORDER_ID} vs {BASELINE_ID}"]
+    reference = {os.path.basename(c["reference_file"]): c["metrics"]["1"]["Dice"]
+                 for c in summary(results / BASELINE_ID, "0")["metric_per_case"]}
+    order = {os.path.basename(c["reference_file"]): c["metrics"]["1"]["Dice"]
+             for c in summary(results / ORDER_ID, "0")["metric_per_case"]}
+    diffs = [order[c] - reference[c] for c in sorted(reference) if np.isfinite(order[c] - reference[c])]
+    assert stats["cases"] == len(diffs) and stats["mean_diff"] == pytest.approx(np.mean(diffs))
+    assert stats["improved"] == sum(d > 0 for d in diffs) and stats["worse"] == sum(d < 0 for d in diffs)
+    assert min(diffs) - 1e-12 <= stats["ci95"][0] <= stats["mean_diff"] <= stats["ci95"][1] <= max(diffs) + 1e-12
+    assert "Paired per-case Dice differences" in result.stdout
+    assert main(["compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER, "-f", "0",
+                 "--paired", "3d_fullres"]) == 2

@@ -7,8 +7,8 @@ import torch
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation.cli import register
-from nnunet_laworder.evaluation.complexity import (build_network, count_gmacs, count_parameters, flop_counts,
-                                                   nnunet_default_architecture, nnunet_default_network)
+from nnunet_laworder.evaluation.complexity import (breakdown, build_network, count_gmacs, count_parameters,
+                                                   flop_counts, nnunet_default_architecture, nnunet_default_network)
 
 POLYP_PATCH = (256, 256)
 
@@ -91,3 +91,27 @@ def test_complexity_cli_rejects_a_patch_of_the_wrong_dimension():
     with pytest.raises(InputError, match="3 positive sizes"):
         complexity_cli(["complexity", "--arch", "nnunet", "--dim", "3", "--input-channels", "1", "--num-classes",
                         "2", "--patch", "256", "256"])
+
+
+def test_breakdown_parts_add_up_to_the_whole_and_isolate_the_attention():
+    order = build_network("order", 2, 3, 2, POLYP_PATCH)
+    parts = breakdown(order, (3, *POLYP_PATCH))
+    assert list(parts) == ["backbone", "attention stage 2", "attention stage 3", "heads"]
+    assert sum(p["parameters"] for p in parts.values()) == count_parameters(order)
+    assert sum(p["gmacs"] for p in parts.values()) == pytest.approx(count_gmacs(order, (3, *POLYP_PATCH)))
+    attention = order.decoder.skip_attention["2"]
+    assert parts["attention stage 2"]["parameters"] == count_parameters(attention)
+    # the backbone alone (no-attention variant) costs what ORDER's backbone and heads cost
+    backbone = build_network("order", 2, 3, 2, POLYP_PATCH, "no-attention")
+    alone = breakdown(backbone, (3, *POLYP_PATCH))
+    assert list(alone) == ["backbone", "heads"]
+    assert alone["backbone"]["parameters"] == parts["backbone"]["parameters"]
+    assert alone["backbone"]["gmacs"] == pytest.approx(parts["backbone"]["gmacs"])
+    assert alone["heads"] == parts["heads"]  # deep supervision runs every head in both
+
+
+def test_complexity_cli_breakdown(capsys):
+    assert complexity_cli(["complexity", "--arch", "order", "--dim", "2", "--input-channels", "3", "--num-classes", "2",
+                           "--patch", "256", "256", "--breakdown"]) == 0
+    out = capsys.readouterr().out
+    assert "attention stage 2" in out and "heads" in out and "backbone" in out

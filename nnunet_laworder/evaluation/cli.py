@@ -18,12 +18,15 @@ def register_complexity(subparsers) -> None:
                     "multiply-accumulates (convolutions and matmuls, attention included) for one forward pass "
                     "of a batch of one. The patch is padded as nnU-Net's planner pads it.")
     parser.add_argument("--arch", required=True, help="order, mkunet or nnunet (nnU-Net's default PlainConvUNet)")
-    parser.add_argument("--variant", help="MK-UNet width: T, S or base (default base)")
+    parser.add_argument("--variant", help="mkunet: width T, S or base (default base); order: default, or the "
+                                          "ablations no-attention, no-gate")
     parser.add_argument("--dim", type=int, choices=(2, 3), required=True)
     parser.add_argument("--input-channels", type=int, required=True)
     parser.add_argument("--num-classes", type=int, required=True)
     parser.add_argument("--patch", type=int, nargs="+", required=True, metavar="SIZE",
                         help="patch size, one value per axis (e.g. 256 256)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also parameters and GMACs per part: backbone, each attention stage, heads")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run_complexity)
 
@@ -32,7 +35,8 @@ def run_complexity(args: argparse.Namespace) -> int:
     from nnunet_laworder.evaluation.complexity import network_complexity  # torch and nnU-Net load slowly
 
     result = network_complexity(arch=args.arch, dim=args.dim, input_channels=args.input_channels,
-                                num_classes=args.num_classes, patch_size=args.patch, variant=args.variant)
+                                num_classes=args.num_classes, patch_size=args.patch, variant=args.variant,
+                                with_breakdown=args.breakdown)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -43,6 +47,9 @@ def format_table(result: dict) -> str:
             ("input channels", result["input_channels"]), ("classes", result["num_classes"]),
             ("patch", " x ".join(map(str, result["patch_size"]))),
             ("parameters", f"{result['parameters']:,}"), ("GMACs", f"{result['gmacs']:.3f}")]
+    for part, cost in result.get("breakdown", {}).items():
+        rows.append((f"  {part}", f"{cost['parameters']:,} parameters, {cost['gmacs']:.4f} GMACs "
+                                  f"({100 * cost['gmacs'] / result['gmacs']:.1f}%)"))
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
 
@@ -100,18 +107,24 @@ def register_compare(subparsers) -> None:
                         help="folds (default: 0 1 2 3 4)")
     parser.add_argument("--benchmark-json", type=Path, metavar="FILE",
                         help="a `nnunet-laworder benchmark --json` file: adds forward latency")
+    parser.add_argument("--paired", metavar="REFERENCE", default=None,
+                        help="also compare every model with this one case by case: mean paired Dice difference, "
+                             "its 95%% bootstrap interval, cases improved / equal / worse (REFERENCE: a model's "
+                             "identifier TRAINER__PLANS__CONFIG, or a configuration or trainer only it has)")
     add_output_arguments(parser)
     parser.set_defaults(func=run_compare_command)
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
-    from nnunet_laworder.evaluation.compare import markdown_table, plot_compare, run_compare
+    from nnunet_laworder.evaluation.compare import markdown_table, paired_table, plot_compare, run_compare
 
     report = run_compare(dataset=args.d, configurations=args.c, trainers=args.tr, plans_names=args.p, folds=args.f,
-                         benchmark_json=args.benchmark_json)
+                         benchmark_json=args.benchmark_json, paired=args.paired)
     for warning in report["warnings"]:
         print(f"nnunet-laworder compare: warning: {warning}", file=sys.stderr)
     print(markdown_table(report))
+    if "paired" in report:
+        print("\n" + paired_table(report))
     write_outputs(report, args.json, args.png, plot_compare)
     return 0
 

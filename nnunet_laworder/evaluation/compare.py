@@ -25,6 +25,7 @@ from nnunetv2.utilities.file_path_utilities import folds_tuple_to_string
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation import plots
+from nnunet_laworder.evaluation.paired import paired_difference
 from nnunet_laworder.evaluation.models import DEFAULT_CONFIGURATION, ModelIdentity, network_cost, pair_by_position
 from nnunet_laworder.nnunet_folders import DEFAULT_PLANS, check_configuration, model_folder, read_json
 
@@ -128,7 +129,7 @@ def read_benchmark(path: Optional[Path]) -> tuple:
 
 def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[str],
                 plans_names: Optional[Sequence[str]] = None, folds: Sequence[str] = ("0", "1", "2", "3", "4"),
-                benchmark_json: Optional[Path] = None) -> dict:
+                benchmark_json: Optional[Path] = None, paired: Optional[str] = None) -> dict:
     folds = [str(f) for f in folds]
     if not folds or len(set(folds)) != len(folds):
         raise InputError(f"-f needs distinct folds, got {' '.join(folds)}")
@@ -184,8 +185,48 @@ def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[
                       and m["configuration"] == DEFAULT_CONFIGURATION.get(m["dim"])), None)
     for model in models:
         model["is_reference"] = model["identifier"] == reference
-    return {"dataset": Path(models[0]["folder"]).parent.name, "folds_requested": folds, "reference": reference,
-            "warnings": warnings, "models": models}
+    report = {"dataset": Path(models[0]["folder"]).parent.name, "folds_requested": folds, "reference": reference,
+              "warnings": warnings, "models": models}
+    if paired is not None:
+        report["paired_reference"] = find_model(models, paired)["identifier"]
+        report["paired"] = paired_comparisons(models, report["paired_reference"])
+    return report
+
+
+def find_model(models: List[dict], name: str) -> dict:
+    """The model whose identifier is ``name``, or the only one with that configuration or trainer."""
+    for key in ("identifier", "configuration", "trainer"):
+        found = [m for m in models if m[key] == name]
+        if len(found) == 1:
+            return found[0]
+    raise InputError(f"--paired {name}: name one of the compared models by its identifier (TRAINER__PLANS__CONFIG) "
+                     f"or by a configuration or trainer that only it has; the models are "
+                     f"{', '.join(m['identifier'] for m in models)}")
+
+
+def case_dice(model: dict) -> Dict[str, Optional[float]]:
+    """``{case: Dice}`` of a model's validation cases; with several labels, the mean over the labels (nnU-Net's
+    foreground mean), None where no label has a finite Dice."""
+    return {entry["case"]: mean_std(list(entry["Dice"].values()))["mean"] for entry in model["per_case"]}
+
+
+def paired_comparisons(models: List[dict], reference: str) -> Dict[str, dict]:
+    """Each model against ``reference`` on the validation cases both have (:func:`paired_difference`)."""
+    ref = next(m for m in models if m["identifier"] == reference)
+    return {f"{m['identifier']} vs {reference}": paired_difference(case_dice(ref), case_dice(m))
+            for m in models if m is not ref}
+
+
+def paired_table(report: dict) -> str:
+    lines = [f"Paired per-case Dice differences against {report['paired_reference']} (model - reference; 95% "
+             f"percentile bootstrap interval of the mean difference over cases).", "",
+             "| model vs reference | cases | mean difference | 95% interval | improved | equal | worse |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, stats in report["paired"].items():
+        lines.append(f"| {name} | {stats['cases']} | {stats['mean_diff']:+.4f} | "
+                     f"[{stats['ci95'][0]:+.4f}, {stats['ci95'][1]:+.4f}] | {stats['improved']} | "
+                     f"{stats['equal']} | {stats['worse']} |")
+    return "\n".join(lines)
 
 
 def pm(stat: dict) -> str:

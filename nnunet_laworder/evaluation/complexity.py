@@ -42,6 +42,42 @@ def flop_counts(net: nn.Module, input_shape: Sequence[int]) -> Dict:
     return counter.get_flop_counts()["Global"]
 
 
+def part_of(name: str) -> str:
+    """The part a module or parameter belongs to: ``attention stage J`` (ORDER's skip attention of decoder stage
+    J), ``heads`` (the segmentation heads), else ``backbone``."""
+    parts = name.split(".")
+    if "skip_attention" in parts[:-1]:
+        return f"attention stage {parts[parts.index('skip_attention') + 1]}"
+    return "heads" if "seg_layers" in parts else "backbone"
+
+
+def breakdown(net: nn.Module, input_shape: Sequence[int]) -> Dict[str, dict]:
+    """Parameters and GMACs per part (:func:`part_of`) of one forward pass of a batch of one."""
+    parts: Dict[str, dict] = {}
+    for name, parameter in net.named_parameters():
+        parts.setdefault(part_of(name), {"parameters": 0, "gmacs": 0.0})["parameters"] += parameter.numel()
+    net.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(torch.zeros(1, *input_shape))
+    counts = counter.get_flop_counts()
+    # the counter keys modules by their path under the root ("ORDER.decoder.seg_layers.0") and counts a module's
+    # FLOPs in every enclosing module too: a part gets those of its outermost modules only
+    top = type(net).__name__ + "."
+    called = {k[len(top):]: sum(v.values()) / 2e9 for k, v in counts.items() if k.startswith(top)}
+    attributed = 0.0
+    for name, gmacs in called.items():
+        part = part_of(name)
+        enclosing = [name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)]
+        if part == "backbone" or any(e in called and part_of(e) == part for e in enclosing):
+            continue
+        parts.setdefault(part, {"parameters": 0, "gmacs": 0.0})["gmacs"] += gmacs
+        attributed += gmacs
+    parts.setdefault("backbone", {"parameters": 0, "gmacs": 0.0})["gmacs"] = \
+        sum(counts["Global"].values()) / 2e9 - attributed
+    return dict(sorted(parts.items(), key=lambda kv: (kv[0] != "backbone", kv[0])))
+
+
 def count_gmacs(net: nn.Module, input_shape: Sequence[int]) -> float:
     """Multiply-accumulates (FLOPs / 2) in billions; convolutions and matmuls, so attention is included."""
     return sum(flop_counts(net, input_shape).values()) / 2e9
@@ -106,8 +142,8 @@ def build_network(arch: str, dim: int, input_channels: int, num_classes: int, pa
     ORDER and MK-UNet get the architecture block that ``nnunet-laworder plans`` writes for such a configuration."""
     if arch not in ARCHS:
         raise InputError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    if variant is not None and arch != "mkunet":
-        raise InputError(f"--variant applies to mkunet only, not to {arch}")
+    if variant is not None and arch == "nnunet":
+        raise InputError("--variant applies to order and mkunet, not to nnU-Net's default network")
     if arch == "nnunet":
         return nnunet_default_network(dim, input_channels, num_classes, patch_size)
     strides, _, _ = planned_topology(dim, patch_size)
@@ -117,15 +153,16 @@ def build_network(arch: str, dim: int, input_channels: int, num_classes: int, pa
 
 
 def network_complexity(arch: str, dim: int, input_channels: int, num_classes: int, patch_size: Sequence[int],
-                       variant: Optional[str] = None) -> dict:
+                       variant: Optional[str] = None, with_breakdown: bool = False) -> dict:
     """Parameters and GMACs of :func:`build_network`'s network at the patch nnU-Net would train on (padded so
     that every pooling divides it)."""
     if input_channels < 1 or num_classes < 1:
         raise InputError(f"input channels ({input_channels}) and classes ({num_classes}) must be at least 1")
     _, _, planned_patch = planned_topology(dim, patch_size)
     net = build_network(arch, dim, input_channels, num_classes, patch_size, variant)
-    if arch == "mkunet":
+    if arch != "nnunet":
         variant = resolve_variant(load_template(arch), variant)
     return {"arch": arch, "variant": variant, "dim": dim, "input_channels": input_channels,
             "num_classes": num_classes, "patch_size": list(planned_patch), "parameters": count_parameters(net),
-            "gmacs": count_gmacs(net, (input_channels, *planned_patch))}
+            "gmacs": count_gmacs(net, (input_channels, *planned_patch)),
+            **({"breakdown": breakdown(net, (input_channels, *planned_patch))} if with_breakdown else {})}

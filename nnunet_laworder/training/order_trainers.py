@@ -94,6 +94,15 @@ class nnUNetTrainerMKUNet_cpu(nnUNetTrainerMKUNet):
     schedule = (20, 50, 4)
 
 
+# equal training time with nnU-Net's default on the `_cpu` budget, for networks whose step is 2x / 4x cheaper
+class nnUNetTrainerMKUNet_cpu2x(nnUNetTrainerMKUNet):
+    schedule = (40, 50, 4)
+
+
+class nnUNetTrainerMKUNet_cpu4x(nnUNetTrainerMKUNet):
+    schedule = (80, 50, 4)
+
+
 class nnUNetTrainerMKUNet_100epochs(nnUNetTrainerMKUNet):
     schedule = (100, 250, 50)
 
@@ -108,6 +117,14 @@ class nnUNetTrainerORDER_smoke(nnUNetTrainerORDER):
 
 class nnUNetTrainerORDER_cpu(nnUNetTrainerORDER):
     schedule = (20, 50, 4)
+
+
+class nnUNetTrainerORDER_cpu2x(nnUNetTrainerORDER):
+    schedule = (40, 50, 4)
+
+
+class nnUNetTrainerORDER_cpu4x(nnUNetTrainerORDER):
+    schedule = (80, 50, 4)
 
 
 class nnUNetTrainerORDER_100epochs(nnUNetTrainerORDER):

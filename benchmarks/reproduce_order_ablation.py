@@ -1,0 +1,213 @@
+"""Ablation: does ORDER's selective skip attention earn its place? ORDER, ORDER without attention (its backbone,
+otherwise identical), ORDER without the confidence gate, MK-UNet base and nnU-Net's default network on the same
+real folds, compared case for case (mean paired Dice difference, 95% bootstrap interval, cases improved).
+
+    python benchmarks/reproduce_order_ablation.py                 # cpu scale: fold 0, 3 runs per network
+    python benchmarks/reproduce_order_ablation.py --runs 1 --no-equal-time
+    python benchmarks/reproduce_order_ablation.py --scale paper   # five folds, 1 run, GPU
+
+* **Equal iterations**: every network gets the scale's schedule (``_cpu``: 20 x 50 iterations).
+* **Equal training time**: every network gets about the iterations nnU-Net's default gets in the same wall clock:
+  ``nnunet-laworder benchmark`` measures each training step side by side, and a network whose step is k times
+  cheaper trains with the largest schedule variant of at most k times the iterations (``_cpu2x``, ``_cpu4x``).
+* **Runs**: nnU-Net draws its batches and augmentation at random, so one run of one fold is noisy (two runs of
+  the same script once differed by 7 Dice points). Each run is a copy of the plans (``nnUNetPlans_rK``, same
+  preprocessed data) so nnU-Net keeps each run's results apart; a case's Dice is the mean over the runs, and the
+  paired statistics are over cases.
+
+Writes ``WORK/results/order_ablation.{md,json}`` (``paired``: ``{"A vs B": {"mean_diff", "ci95", "cases", ...}}``,
+``rows``: Dice per network and budget, Dice as fractions) and ``order_ablation.png``.
+"""
+import argparse
+import json
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from nnunet_laworder.evaluation import plots
+from nnunet_laworder.evaluation.compare import case_dice
+from nnunet_laworder.evaluation.paired import paired_difference
+from reproduction import CONFIGURATION, REAL_ID, Reproduction, Stage, parse_args
+
+# name: (configuration, trainer without its schedule suffix)
+NETWORKS = {
+    "ORDER": ("2d_order", "nnUNetTrainerORDER"),
+    "ORDER without attention": ("2d_order_no-attention", "nnUNetTrainerORDER"),
+    "ORDER without gate": ("2d_order_no-gate", "nnUNetTrainerORDER"),
+    "MK-UNet base": ("2d_mkunet", "nnUNetTrainerMKUNet"),
+    "nnU-Net default": ("2d", "nnUNetTrainer"),
+}
+REFERENCE = "nnU-Net default"
+PAIRS = [("ORDER", "ORDER without attention"), ("ORDER", "ORDER without gate"), ("ORDER", "MK-UNet base"),
+         ("ORDER", "nnU-Net default")]
+TIME_MULTIPLIERS = (1, 2, 4)  # the schedule variants that exist: _cpu, _cpu2x, _cpu4x
+PAPER = {"ORDER": 81.3, "MK-UNet base": 75.3}
+
+
+def parse(argv=None):
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--runs", type=int, default=None, help="runs per network (default: 3 at cpu scale, else 1)")
+    extra.add_argument("--no-equal-time", action="store_true", help="only the equal-iteration comparison")
+    known, rest = extra.parse_known_args(argv)
+    return parse_args(__doc__.split("\n")[0], rest), known
+
+
+def replicate_plans(r: Reproduction, run: int) -> str:
+    """Plans identifier of run ``run``: nnUNetPlans itself for run 0, else a copy under another name (the same
+    preprocessed data, a results folder of its own)."""
+    if run == 0:
+        return "nnUNetPlans"
+    name = f"nnUNetPlans_r{run}"
+    folder = r.work / "nnUNet_preprocessed" / r.dataset(REAL_ID)
+    plans = json.loads((folder / "nnUNetPlans.json").read_text())
+    plans["plans_name"] = name
+    text = json.dumps(plans, indent=4)
+    if not (folder / f"{name}.json").is_file() or (folder / f"{name}.json").read_text() != text:
+        (folder / f"{name}.json").write_text(text)
+    return name
+
+
+def schedule_suffix(r: Reproduction, multiplier: int) -> str:
+    if r.scale.name != "cpu" or multiplier == 1:
+        return r.scale.trainer_suffix
+    return f"{r.scale.trainer_suffix}{multiplier}x"
+
+
+def train_stages(r: Reproduction, networks: Dict[str, int], plans: str):
+    """nnUNetv2_train of each network (name: iteration multiplier) and fold under ``plans``."""
+    stages = []
+    for name, multiplier in networks.items():
+        configuration, base = NETWORKS[name]
+        trainer = base + schedule_suffix(r, multiplier)
+        for fold in r.scale.folds:
+            folder = r.work / "nnUNet_results" / r.dataset(REAL_ID) / f"{trainer}__{plans}__{configuration}" / \
+                f"fold_{fold}"
+            command = ["nnUNetv2_train", str(REAL_ID), configuration, str(fold), "-tr", trainer, "-p", plans,
+                       "-device", r.device]
+            if (folder / "checkpoint_latest.pth").exists():
+                command.append("--c")
+            stages.append((Stage(f"train {name} ({trainer}, {plans}) fold {fold}", command),
+                           folder / "validation" / "summary.json"))
+    return stages
+
+
+def compare_run(r: Reproduction, networks: Dict[str, int], plans: str, tag: str) -> Dict[str, dict]:
+    """``nnunet-laworder compare --paired`` of one run; ``{name: its compare model entry}``."""
+    names = list(networks)
+    configurations = [NETWORKS[n][0] for n in names]
+    trainers = [NETWORKS[n][1] + schedule_suffix(r, networks[n]) for n in names]
+    out = r.results / f"{tag}_compare.json"
+    reference = f"{trainers[names.index('ORDER')]}__{plans}__{configurations[names.index('ORDER')]}"
+    r.run([(Stage(f"compare {tag}", ["nnunet-laworder", "compare", "-d", str(REAL_ID), "-c", *configurations,
+                                     "-tr", *trainers, "-p", plans, "-f", *map(str, r.scale.folds), "--paired",
+                                     reference, "--json", str(out)]), None)])
+    report = json.loads(out.read_text())
+    return dict(zip(names, report["models"]))
+
+
+def time_multipliers(r: Reproduction) -> Tuple[Dict[str, int], Dict[str, float]]:
+    """Iteration multiplier per network for the equal-time budget, from one side-by-side benchmark."""
+    out = r.results / "order_ablation_benchmark.json"
+    names = list(NETWORKS)
+    r.run([(Stage("benchmark training steps", [
+        "nnunet-laworder", "benchmark", "-d", str(REAL_ID), "-c", *[NETWORKS[n][0] for n in names],
+        "-tr", *[NETWORKS[n][1] + r.scale.trainer_suffix for n in names], "-device", r.device, "--no-memory",
+        "--repeats", "10", "--json", str(out)]), out)])
+    rows = json.loads(out.read_text())["rows"]
+    step = {name: row["train_step_ms"] for name, row in zip(names, rows)}
+    ratios = {name: step[REFERENCE] / step[name] for name in names}
+    return {name: max(m for m in TIME_MULTIPLIERS if m <= max(1.0, ratios[name])) for name in names}, ratios
+
+
+def averaged_cases(runs: List[Dict[str, dict]], name: str) -> Dict[str, float]:
+    """A network's per-case Dice, the mean over runs (cases missing from a run count from the others)."""
+    per_case: Dict[str, List[float]] = {}
+    for run in runs:
+        for case, value in case_dice(run[name]).items():
+            if value is not None:
+                per_case.setdefault(case, []).append(value)
+    return {case: float(np.mean(values)) for case, values in per_case.items()}
+
+
+def summarise(runs: List[Dict[str, dict]], networks: Dict[str, int]) -> dict:
+    cases = {name: averaged_cases(runs, name) for name in networks}
+    rows = {name: {"dice": float(np.mean(list(cases[name].values()))),
+                   "dice_per_run": [run[name]["foreground_mean"]["Dice"]["cases"]["mean"] for run in runs],
+                   "iteration_multiplier": networks[name], "parameters": runs[0][name]["parameters"],
+                   "gmacs": runs[0][name]["gmacs"]} for name in networks}
+    paired = {f"{a} vs {b}": paired_difference(cases[b], cases[a]) for a, b in PAIRS}
+    return {"rows": rows, "paired": paired}
+
+
+def table(title: str, result: dict) -> List[str]:
+    lines = [f"**{title}**", "", "| network | Dice (mean over runs) | Dice per run | iterations | parameters | GMACs |",
+             "|---|---:|---|---:|---:|---:|"]
+    for name, row in result["rows"].items():
+        per_run = ", ".join(f"{100 * d:.1f}" for d in row["dice_per_run"])
+        lines.append(f"| {name} | {100 * row['dice']:.1f} | {per_run} | x{row['iteration_multiplier']} | "
+                     f"{row['parameters']:,} | {row['gmacs']:.3f} |")
+    lines += ["", "| pair | mean difference (points) | 95% interval | cases improved / equal / worse |",
+              "|---|---:|---:|---:|"]
+    for pair, s in result["paired"].items():
+        lines.append(f"| {pair} | {100 * s['mean_diff']:+.2f} | [{100 * s['ci95'][0]:+.2f}, {100 * s['ci95'][1]:+.2f}]"
+                     f" | {s['improved']} / {s['equal']} / {s['worse']} of {s['cases']} |")
+    return lines + [""]
+
+
+def plot(results: Dict[str, dict], path) -> None:
+    """Paired differences with their intervals, one panel per budget."""
+    fig, axes = plots.panels(len(results), "ORDER ablation: paired per-case Dice differences (points)")
+    for ax, (budget, result) in zip(axes, results.items()):
+        names = list(result["paired"])
+        means = [100 * result["paired"][n]["mean_diff"] for n in names]
+        errors = [[m - 100 * result["paired"][n]["ci95"][0] for n, m in zip(names, means)],
+                  [100 * result["paired"][n]["ci95"][1] - m for n, m in zip(names, means)]]
+        ax.errorbar(means, range(len(names)), xerr=errors, fmt="o", capsize=4)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=7)
+        ax.set_xlabel(f"{budget}: mean difference, 95% bootstrap interval")
+    plots.save_figure(fig, path)
+    plots.close(fig)
+
+
+def main(argv=None) -> int:
+    args, extra = parse(argv)
+    r = Reproduction.from_args(args, "reproduce_order_ablation")
+    n_runs = extra.runs or (3 if r.scale.name == "cpu" else 1)
+    r.run(r.prepare_real())
+    r.run([(Stage(f"ORDER {variant} configuration", ["nnunet-laworder", "plans", "-d", str(REAL_ID), "-c",
+                                                     CONFIGURATION, "--arch", "order", "--variant", variant]), None)
+           for variant in ("no-attention", "no-gate")])
+    budgets = {"equal iterations": {name: 1 for name in NETWORKS}}
+    ratios = None
+    if not extra.no_equal_time and r.scale.name != "paper":  # paper scale: nnU-Net's full schedule for all
+        budgets["equal training time"], ratios = time_multipliers(r)
+    results = {}
+    for budget, networks in budgets.items():
+        runs = []
+        for run in range(n_runs):
+            plans = replicate_plans(r, run)
+            # a network whose multiplier is 1 has been trained for equal iterations already: its stage is skipped
+            r.run(train_stages(r, networks, plans))
+            runs.append(compare_run(r, networks, plans, f"order_ablation_{budget.split()[1]}_r{run}"))
+        results[budget] = summarise(runs, networks)
+    lines = [f"{n_runs} run(s) per network; Dice of a case is its mean over the runs; differences are "
+             f"A - B over the same validation cases.", ""]
+    for budget, result in results.items():
+        lines += table(budget, result)
+    if ratios:
+        lines += ["Training step of nnU-Net's default / of each network (benchmark, side by side): " +
+                  ", ".join(f"{n} {v:.1f}x" for n, v in ratios.items()), ""]
+    lines += [f"Paper (full Kvasir-SEG, GPU): ORDER {PAPER['ORDER']}, MK-UNet {PAPER['MK-UNet base']}.", "",
+              "![ablation](order_ablation.png)"]
+    plot(results, r.results / "order_ablation.png")
+    main_result = results["equal iterations"]
+    r.write_table("order_ablation", "ORDER ablation: attention, gate, backbone, MK-UNet base, nnU-Net default",
+                  lines, {"paired": main_result["paired"], "rows": main_result["rows"], "runs": n_runs,
+                          "by_budget": results, "step_ratios": ratios, "paper": PAPER})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
