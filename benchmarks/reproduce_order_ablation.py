@@ -1,6 +1,6 @@
 """Ablation: does ORDER's selective skip attention earn its place? ORDER, ORDER without attention (its backbone,
-otherwise identical), ORDER without the confidence gate, MK-UNet base and nnU-Net's default network on the same
-real folds, compared case for case (mean paired Dice difference, 95% bootstrap interval, cases improved).
+otherwise identical), ORDER without the confidence gate, ORDER with wider attention (4x the tokens, twice the width:
+the paper's compute budget), MK-UNet base and nnU-Net's default network on the same real folds, compared case for case (mean paired Dice difference, 95% bootstrap interval, cases improved).
 
     python benchmarks/reproduce_order_ablation.py                 # cpu scale: fold 0, 3 runs per network
     python benchmarks/reproduce_order_ablation.py --runs 1 --no-equal-time
@@ -34,12 +34,14 @@ NETWORKS = {
     "ORDER": ("2d_order", "nnUNetTrainerORDER"),
     "ORDER without attention": ("2d_order_no-attention", "nnUNetTrainerORDER"),
     "ORDER without gate": ("2d_order_no-gate", "nnUNetTrainerORDER"),
+    "ORDER wide attention": ("2d_order_wide-attention", "nnUNetTrainerORDER"),
     "MK-UNet base": ("2d_mkunet", "nnUNetTrainerMKUNet"),
     "nnU-Net default": ("2d", "nnUNetTrainer"),
 }
 REFERENCE = "nnU-Net default"
-PAIRS = [("ORDER", "ORDER without attention"), ("ORDER", "ORDER without gate"), ("ORDER", "MK-UNet base"),
-         ("ORDER", "nnU-Net default")]
+PAIRS = [("ORDER", "ORDER without attention"), ("ORDER", "ORDER without gate"),
+         ("ORDER wide attention", "ORDER without attention"), ("ORDER wide attention", "ORDER"),
+         ("ORDER", "MK-UNet base"), ("ORDER", "nnU-Net default")]
 TIME_MULTIPLIERS = (1, 2, 4)  # the schedule variants that exist: _cpu, _cpu2x, _cpu4x
 PAPER = {"ORDER": 81.3, "MK-UNet base": 75.3}
 
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
     r.run(r.prepare_real())
     r.run([(Stage(f"ORDER {variant} configuration", ["nnunet-laworder", "plans", "-d", str(REAL_ID), "-c",
                                                      CONFIGURATION, "--arch", "order", "--variant", variant]), None)
-           for variant in ("no-attention", "no-gate")])
+           for variant in ("no-attention", "no-gate", "wide-attention")])
     budgets = {"equal iterations": {name: 1 for name in NETWORKS}}
     ratios = None
     if not extra.no_equal_time and r.scale.name != "paper":  # paper scale: nnU-Net's full schedule for all

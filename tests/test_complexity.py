@@ -19,8 +19,9 @@ def test_mkunet_matches_published_parameter_counts(variant, reference):
     assert count_parameters(net) == pytest.approx(reference, rel=0.01)
 
 
-def test_order_default_2d_budget():
-    net = build_network("order", 2, 3, 2, POLYP_PATCH)
+@pytest.mark.parametrize("variant", ["default", "wide-attention"])
+def test_order_2d_budget(variant):
+    net = build_network("order", 2, 3, 2, POLYP_PATCH, variant)
     assert count_parameters(net) <= 42_000
     assert count_gmacs(net, (3, *POLYP_PATCH)) <= 0.56
 

@@ -152,7 +152,7 @@ def test_token_grid_caps_tokens_and_uncertainty_range():
 
 
 @pytest.mark.parametrize("variant,attention_stages,gated", [("default", 2, True), ("no-attention", 0, True),
-                                                             ("no-gate", 2, False)])
+                                                             ("no-gate", 2, False), ("wide-attention", 2, True)])
 def test_order_ablation_variants_build_from_plans(variant, attention_stages, gated):
     block = architecture_block("order", [[1, 1]] + [[2, 2]] * 4, 2, variant)
     net = get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],

@@ -19,7 +19,7 @@ def register_complexity(subparsers) -> None:
                     "of a batch of one. The patch is padded as nnU-Net's planner pads it.")
     parser.add_argument("--arch", required=True, help="order, mkunet or nnunet (nnU-Net's default PlainConvUNet)")
     parser.add_argument("--variant", help="mkunet: width T, S or base (default base); order: default, or the "
-                                          "ablations no-attention, no-gate")
+                                          "ablations no-attention, no-gate, wide-attention")
     parser.add_argument("--dim", type=int, choices=(2, 3), required=True)
     parser.add_argument("--input-channels", type=int, required=True)
     parser.add_argument("--num-classes", type=int, required=True)
