@@ -1,9 +1,10 @@
 """Ablation: does ORDER's selective skip attention earn its place? ORDER, ORDER without attention (its backbone,
-otherwise identical), ORDER without the confidence gate, ORDER with wider attention (4x the tokens, twice the width:
-the paper's compute budget), MK-UNet base and nnU-Net's default network on the same real folds, compared case for case (mean paired Dice difference, 95% bootstrap interval, cases improved).
+otherwise identical), ORDER without the confidence gate, ORDER with wider attention (4x the tokens, twice the
+width: the paper's compute budget), MK-UNet base and nnU-Net's default network on the same real folds, compared
+case for case (mean paired Dice difference, 95% bootstrap interval, cases improved).
 
-    python benchmarks/reproduce_order_ablation.py                 # cpu scale: fold 0, 3 runs per network
-    python benchmarks/reproduce_order_ablation.py --runs 1 --no-equal-time
+    python benchmarks/reproduce_order_ablation.py                 # cpu scale, fold 0 (see below)
+    python benchmarks/reproduce_order_ablation.py --runs 1 --equal-time
     python benchmarks/reproduce_order_ablation.py --scale paper   # five folds, 1 run, GPU
 
 * **Equal iterations**: every network gets the scale's schedule (``_cpu``: 20 x 50 iterations).
@@ -11,9 +12,11 @@ the paper's compute budget), MK-UNet base and nnU-Net's default network on the s
   ``nnunet-laworder benchmark`` measures each training step side by side, and a network whose step is k times
   cheaper trains with the largest schedule variant of at most k times the iterations (``_cpu2x``, ``_cpu4x``).
 * **Runs**: nnU-Net draws its batches and augmentation at random, so one run of one fold is noisy (two runs of
-  the same script once differed by 7 Dice points). Each run is a copy of the plans (``nnUNetPlans_rK``, same
-  preprocessed data) so nnU-Net keeps each run's results apart; a case's Dice is the mean over the runs, and the
-  paired statistics are over cases.
+  the same script once differed by 7 Dice points). The ``--replicate`` networks (default: ORDER and its backbone,
+  the pair the ablation is about) train ``--runs`` times at equal iterations, the others once (a 2-core CPU has
+  no time for more). Each run is a copy of the plans (``nnUNetPlans_rK``, same preprocessed data) so nnU-Net keeps
+  each run's results apart; a case's Dice is the mean over a network's runs, and the paired statistics are over
+  cases.
 
 Writes ``WORK/results/order_ablation.{md,json}`` (``paired``: ``{"A vs B": {"mean_diff", "ci95", "cases", ...}}``,
 ``rows``: Dice per network and budget, Dice as fractions) and ``order_ablation.png``.
@@ -48,8 +51,15 @@ PAPER = {"ORDER": 81.3, "MK-UNet base": 75.3}
 
 def parse(argv=None):
     extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--runs", type=int, default=None, help="runs per network (default: 3 at cpu scale, else 1)")
-    extra.add_argument("--no-equal-time", action="store_true", help="only the equal-iteration comparison")
+    extra.add_argument("--runs", type=int, default=None, help="runs of the --replicate networks (default: 3 at cpu "
+                                                               "scale, else 1); the others run once")
+    extra.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS), metavar="NAME",
+                       help=f"networks to train (default: all of {', '.join(NETWORKS)})")
+    extra.add_argument("--replicate", nargs="+", choices=list(NETWORKS), default=["ORDER", "ORDER without attention"],
+                       metavar="NAME", help="networks trained --runs times (default: ORDER and its backbone)")
+    extra.add_argument("--equal-time", nargs="*", choices=list(NETWORKS), default=["ORDER"], metavar="NAME",
+                       help="networks also trained for nnU-Net's default's wall clock (default: ORDER; none: "
+                            "only equal iterations)")
     known, rest = extra.parse_known_args(argv)
     return parse_args(__doc__.split("\n")[0], rest), known
 
@@ -107,37 +117,41 @@ def compare_run(r: Reproduction, networks: Dict[str, int], plans: str, tag: str)
     return dict(zip(names, report["models"]))
 
 
-def time_multipliers(r: Reproduction) -> Tuple[Dict[str, int], Dict[str, float]]:
+def time_multipliers(r: Reproduction, names: List[str]) -> Tuple[Dict[str, int], Dict[str, float]]:
     """Iteration multiplier per network for the equal-time budget, from one side-by-side benchmark."""
     out = r.results / "order_ablation_benchmark.json"
-    names = list(NETWORKS)
     r.run([(Stage("benchmark training steps", [
         "nnunet-laworder", "benchmark", "-d", str(REAL_ID), "-c", *[NETWORKS[n][0] for n in names],
         "-tr", *[NETWORKS[n][1] + r.scale.trainer_suffix for n in names], "-device", r.device, "--no-memory",
         "--repeats", "10", "--json", str(out)]), out)])
-    rows = json.loads(out.read_text())["rows"]
-    step = {name: row["train_step_ms"] for name, row in zip(names, rows)}
-    ratios = {name: step[REFERENCE] / step[name] for name in names}
-    return {name: max(m for m in TIME_MULTIPLIERS if m <= max(1.0, ratios[name])) for name in names}, ratios
+    rows = {row["identifier"]: row for row in json.loads(out.read_text())["rows"]}
+    step = {n: rows[f"{NETWORKS[n][1] + r.scale.trainer_suffix}__nnUNetPlans__{NETWORKS[n][0]}"]["train_step_ms"]
+            for n in names}
+    ratios = {n: step[REFERENCE] / step[n] for n in names}
+    return {n: max(m for m in TIME_MULTIPLIERS if m <= max(1.0, ratios[n])) for n in names}, ratios
 
 
 def averaged_cases(runs: List[Dict[str, dict]], name: str) -> Dict[str, float]:
-    """A network's per-case Dice, the mean over runs (cases missing from a run count from the others)."""
+    """A network's per-case Dice, the mean over the runs that trained it."""
     per_case: Dict[str, List[float]] = {}
     for run in runs:
-        for case, value in case_dice(run[name]).items():
+        for case, value in (case_dice(run[name]) if name in run else {}).items():
             if value is not None:
                 per_case.setdefault(case, []).append(value)
     return {case: float(np.mean(values)) for case, values in per_case.items()}
 
 
-def summarise(runs: List[Dict[str, dict]], networks: Dict[str, int]) -> dict:
-    cases = {name: averaged_cases(runs, name) for name in networks}
-    rows = {name: {"dice": float(np.mean(list(cases[name].values()))),
-                   "dice_per_run": [run[name]["foreground_mean"]["Dice"]["cases"]["mean"] for run in runs],
-                   "iteration_multiplier": networks[name], "parameters": runs[0][name]["parameters"],
-                   "gmacs": runs[0][name]["gmacs"]} for name in networks}
-    paired = {f"{a} vs {b}": paired_difference(cases[b], cases[a]) for a, b in PAIRS}
+def summarise(runs: List[Dict[str, dict]], multipliers: Dict[str, int]) -> dict:
+    names = [n for n in multipliers if any(n in run for run in runs)]
+    cases = {name: averaged_cases(runs, name) for name in names}
+    rows = {}
+    for name in names:
+        trained = [run[name] for run in runs if name in run]
+        rows[name] = {"dice": float(np.mean(list(cases[name].values()))),
+                      "dice_per_run": [m["foreground_mean"]["Dice"]["cases"]["mean"] for m in trained],
+                      "iteration_multiplier": multipliers[name], "parameters": trained[0]["parameters"],
+                      "gmacs": trained[0]["gmacs"]}
+    paired = {f"{a} vs {b}": paired_difference(cases[b], cases[a]) for a, b in PAIRS if a in cases and b in cases}
     return {"rows": rows, "paired": paired}
 
 
@@ -177,25 +191,31 @@ def main(argv=None) -> int:
     args, extra = parse(argv)
     r = Reproduction.from_args(args, "reproduce_order_ablation")
     n_runs = extra.runs or (3 if r.scale.name == "cpu" else 1)
+    names = [n for n in NETWORKS if n in extra.networks or n in (REFERENCE, "ORDER")]
     r.run(r.prepare_real())
     r.run([(Stage(f"ORDER {variant} configuration", ["nnunet-laworder", "plans", "-d", str(REAL_ID), "-c",
                                                      CONFIGURATION, "--arch", "order", "--variant", variant]), None)
            for variant in ("no-attention", "no-gate", "wide-attention")])
-    budgets = {"equal iterations": {name: 1 for name in NETWORKS}}
+    budgets = {"equal iterations": {name: 1 for name in names}}
     ratios = None
-    if not extra.no_equal_time and r.scale.name != "paper":  # paper scale: nnU-Net's full schedule for all
-        budgets["equal training time"], ratios = time_multipliers(r)
+    if extra.equal_time and r.scale.name != "paper":  # paper scale: nnU-Net's full schedule for every network
+        multipliers, ratios = time_multipliers(r, names)
+        budgets["equal training time"] = {n: multipliers[n] for n in names if n in extra.equal_time or n == REFERENCE}
     results = {}
     for budget, networks in budgets.items():
         runs = []
-        for run in range(n_runs):
+        for run in range(n_runs if budget == "equal iterations" else 1):
+            # every network in the first run, the --replicate ones in every run
+            trained = {n: m for n, m in networks.items() if run == 0 or n in extra.replicate}
+            if run > 0 and set(trained) <= {REFERENCE}:
+                break
             plans = replicate_plans(r, run)
             # a network whose multiplier is 1 has been trained for equal iterations already: its stage is skipped
-            r.run(train_stages(r, networks, plans))
-            runs.append(compare_run(r, networks, plans, f"order_ablation_{budget.split()[1]}_r{run}"))
+            r.run(train_stages(r, trained, plans))
+            runs.append(compare_run(r, trained, plans, f"order_ablation_{budget.split()[1]}_r{run}"))
         results[budget] = summarise(runs, networks)
-    lines = [f"{n_runs} run(s) per network; Dice of a case is its mean over the runs; differences are "
-             f"A - B over the same validation cases.", ""]
+    lines = [f"{n_runs} run(s) of {', '.join(extra.replicate)}, one of the others; the Dice of a case is its mean "
+             f"over a network's runs; differences are A - B over the same validation cases.", ""]
     for budget, result in results.items():
         lines += table(budget, result)
     if ratios:

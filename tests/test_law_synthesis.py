@@ -327,6 +327,34 @@ def test_input_errors_before_any_work(law_kvasir, kvasir_checkpoint, capsys):
     assert sorted(p.name for p in raw.iterdir()) == before
 
 
+class CodeCarryingPickle:
+    """What a crafted checkpoint can hold: unpickling it calls ``open(marker, "w")`` (it could be any call)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_checkpoint_that_carries_code_is_refused_and_runs_nothing(law_kvasir, kvasir_checkpoint, tmp_path,
+                                                                     capsys):
+    import torch
+
+    marker, crafted = tmp_path / "code_ran", tmp_path / "crafted.pth"
+    torch.save({"generator": CodeCarryingPickle(marker), "step": 0}, crafted)
+    assert synthesize("-d", 901, "-o", 914, "--checkpoint", crafted) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert "holds objects other than tensors and plain data" in err and len(err.strip().splitlines()) == 1
+    # plain data that names code to import instead of a convolution is refused too
+    state = torch.load(kvasir_checkpoint, weights_only=True)
+    state["generator"]["denoiser_config"]["conv_op"] = "os.system"
+    torch.save(state, tmp_path / "foreign_op.pth")
+    assert synthesize("-d", 901, "-o", 914, "--checkpoint", tmp_path / "foreign_op.pth") == 2
+    assert "unsupported conv_op 'os.system'" in capsys.readouterr().err
+
+
 def test_overwrite_guard(law_kvasir, kvasir_checkpoint, capsys):
     assert synthesize("-d", 901, "-o", 915, "--num", 2, "--steps", 2) == 0
     folder = dataset_folder(law_kvasir, 915)

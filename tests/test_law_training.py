@@ -46,7 +46,7 @@ def run_dir(dataset, weighting="law", configuration="2d", fold=None):
 
 
 def checkpoint(folder, name="checkpoint_final.pth"):
-    return torch.load(folder / name, map_location="cpu", weights_only=False)
+    return torch.load(folder / name, map_location="cpu", weights_only=True)  # plain data and tensors only
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,6 +233,22 @@ def test_bad_options_are_input_errors(law_kvasir):
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA"):
             law("-d", law_kvasir.dataset_id, "--iterations", 1)  # -device defaults to cuda, as in nnU-Net
+
+
+def test_resume_refuses_a_checkpoint_that_carries_code(law_kvasir, tmp_path):
+    class CodeCarryingPickle:
+        def __reduce__(self):
+            return open, (str(tmp_path / "code_ran"), "w")
+
+    folder = run_dir(law_kvasir, "uniform", fold=4)
+    folder.mkdir(parents=True)
+    torch.save({"generator": CodeCarryingPickle(), "step": 1}, folder / "checkpoint_latest.pth")
+    try:
+        with pytest.raises(InputError, match="holds objects other than tensors and plain data"):
+            law("-d", law_kvasir.dataset_id, "-f", 4, "--weighting", "uniform", "--iterations", 2, "--resume", *TINY)
+        assert not (tmp_path / "code_ran").exists()
+    finally:
+        shutil.rmtree(folder)
 
 
 # ---------------------------------------------------------------------------------------------------------------

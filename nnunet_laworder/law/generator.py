@@ -2,7 +2,7 @@
 checkpoint format (shared by ``law train``, ``law synthesize`` and ``law evaluate``)."""
 import hashlib
 import os
-import pydoc
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -11,9 +11,14 @@ import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import convert_dim_to_conv_op
 
+from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.denoiser import MaskConditionedDenoiser
 from nnunet_laworder.law.intensity import IntensityNormaliser
 from nnunet_laworder.law.weighting import LAWHead, WeightingConfig
+
+
+# the conv ops a checkpoint may name, by the name the denoiser's config records
+CONV_OPS = {f"torch.nn.{op.__name__}": op for op in (torch.nn.Conv2d, torch.nn.Conv3d)}
 
 
 def foreground_labels(dataset_json: dict) -> List[int]:
@@ -73,7 +78,9 @@ class LAWGenerator:
     @classmethod
     def from_state(cls, state: dict) -> "LAWGenerator":
         config = dict(state["denoiser_config"])
-        config["conv_op"] = pydoc.locate(config["conv_op"])
+        if config["conv_op"] not in CONV_OPS:  # a name, never a path to import: the file does not choose code
+            raise ValueError(f"unsupported conv_op {config['conv_op']!r}")
+        config["conv_op"] = CONV_OPS[config["conv_op"]]
         denoiser = MaskConditionedDenoiser(**config)
         layout = Layout(**state["layout"])
         head = LAWHead(config["conv_op"], config["features_per_stage"][0], len(layout.labels), config["time_dim"])
@@ -91,10 +98,30 @@ def save_checkpoint(path: Path, generator: LAWGenerator, **extra) -> None:
     os.replace(tmp, path)
 
 
+def read_checkpoint(path: Path, map_location="cpu") -> dict:
+    """A LAW checkpoint's entries, loaded with ``weights_only=True``: it may hold tensors and plain data only, so a
+    file that carries code (any other pickled object) is refused before anything in it runs."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(f"{path} is not a LAW generator checkpoint: it holds objects other than tensors and plain "
+                         f"data, which could run code when loaded; refusing it (checkpoints from law train never "
+                         f"do)") from None
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: whatever torch raises for it
+        raise InputError(f"{path} is not a LAW generator checkpoint ({type(e).__name__} while reading it)") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("generator"), dict):
+        raise InputError(f"{path} is not a LAW generator checkpoint (no 'generator' entry)")
+    return checkpoint
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> Tuple[LAWGenerator, dict]:
     """(generator, the other entries of the checkpoint: step, optimizer state, log, ...)."""
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    return LAWGenerator.from_state(checkpoint.pop("generator")), checkpoint
+    checkpoint = read_checkpoint(path, map_location)
+    try:
+        return LAWGenerator.from_state(checkpoint.pop("generator")), checkpoint
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{path} is not a LAW generator checkpoint (its generator entry does not build: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def checkpoint_hash(path: Path) -> str:

@@ -296,10 +296,7 @@ def _load_generator(source: SourceDataset, checkpoint: Optional[str], configurat
                              f"-d {source.id} -c {requested} --weighting {weighting or 'law'}{option} "
                              f"(or give --checkpoint)")
     path = path.resolve()
-    try:
-        generator, extra = load_checkpoint(path, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - whatever torch.load / the state raise: not a LAW checkpoint
-        raise InputError(f"{path} is not a LAW generator checkpoint ({type(e).__name__}: {e})") from None
+    generator, extra = load_checkpoint(path, map_location="cpu")  # refuses anything but tensors and plain data
     data = dict(generator.layout.extra or {})
     data.update(extra.get("data") or {})
     if weighting is not None and weighting != generator.weighting.mode:

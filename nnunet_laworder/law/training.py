@@ -34,7 +34,7 @@ from tqdm import tqdm
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.data import BatchSampler, load_training_data
 from nnunet_laworder.law.diffusion import training_scheduler
-from nnunet_laworder.law.generator import LAWGenerator, save_checkpoint
+from nnunet_laworder.law.generator import LAWGenerator, read_checkpoint, save_checkpoint
 from nnunet_laworder.law.training_figures import plot_loss_curves, write_weight_maps
 from nnunet_laworder.law.training_step import (SNAPSHOT_TIMESTEPS, TrainingNet, snapshot_items, snapshot_steps,
                                                training_step, weight_maps)
@@ -143,7 +143,7 @@ def train_generator(dataset: Union[str, int], configuration: Optional[str] = Non
     if resume:
         latest = folder / "checkpoint_latest.pth"
         if latest.is_file():
-            checkpoint = torch.load(latest, map_location="cpu", weights_only=False)
+            checkpoint = read_checkpoint(latest)
             settings = settings.resumed(checkpoint["args"])
         elif is_main:
             print(f"law train: --resume: no checkpoint in {folder}, starting a new training")
@@ -218,14 +218,15 @@ class Trainer:
             raise InputError(f"{self.folder / 'checkpoint_latest.pth'} is at step {self.step}, beyond --iterations "
                              f"{self.iterations}")
         self.snapshots = {"steps": list(checkpoint["weight_maps"]["steps"]),
-                          "maps": list(checkpoint["weight_maps"]["maps"])}
+                          "maps": [m.numpy() for m in checkpoint["weight_maps"]["maps"]]}
         rng = checkpoint.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if rng.get("cuda") and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng["cuda"])
         if "numpy" in rng:
-            np.random.set_state(rng["numpy"])
+            name, keys, position, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         if "python" in rng:
             random.setstate(rng["python"])
 
@@ -305,7 +306,10 @@ class Trainer:
     def save(self, name: str, final: bool = False) -> None:
         if not self.is_main:
             return
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+        # plain data and tensors only, so that the checkpoint loads with weights_only=True
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        rng = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position,
+                                                         has_gauss, cached], "python": random.getstate(),
                "scheme": "batches, flips, noise and timesteps are drawn from generators seeded by (seed, step, rank)"}
         if torch.cuda.is_available() and self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -313,7 +317,8 @@ class Trainer:
         save_checkpoint(self.folder / name, self._sampling_generator(), step=self.step,
                         model=self.generator.modules().state_dict(), optimizer=self.optimizer.state_dict(),
                         grad_scaler=self.scaler.state_dict() if self.amp else None, rng=rng, log=self.log,
-                        weight_maps={"steps": self.snapshots["steps"], "maps": self.snapshots["maps"],
+                        weight_maps={"steps": self.snapshots["steps"],
+                                     "maps": [torch.from_numpy(m) for m in self.snapshots["maps"]],
                                      "items": items, "timesteps": list(SNAPSHOT_TIMESTEPS)},
                         args=self.settings.record(),
                         data={"dataset": self.data.dataset_name, "configuration": self.data.configuration,
