@@ -58,7 +58,7 @@ def make_checkpoint(planned, path: Path, configuration: str, image_size, fold=No
     if fold is not None:
         from nnunetv2.utilities.crossval_split import generate_crossval_split
         split = generate_crossval_split(cases, seed=12345, n_splits=5)[fold]
-        cases, validation = sorted(split["train"]), sorted(split["val"])
+        cases, validation = sorted(map(str, split["train"])), sorted(map(str, split["val"]))  # as law train saves
     data = {"dataset": planned.name, "configuration": configuration, "fold": fold, "cases": cases,
             "validation_cases": validation}
     layout = Layout(2 if slice_axis is not None else len(image_size), list(image_size),

@@ -225,8 +225,8 @@ class Trainer:
         if rng.get("cuda") and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng["cuda"])
         if "numpy" in rng:
-            name, keys, position, has_gauss, cached = rng["numpy"]
-            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+            algorithm, keys, position, has_gauss, cached = rng["numpy"]
+            np.random.set_state((algorithm, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         if "python" in rng:
             random.setstate(rng["python"])
 
@@ -307,9 +307,9 @@ class Trainer:
         if not self.is_main:
             return
         # plain data and tensors only, so that the checkpoint loads with weights_only=True
-        name, keys, position, has_gauss, cached = np.random.get_state()
-        rng = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position,
-                                                         has_gauss, cached], "python": random.getstate(),
+        algorithm, keys, position, has_gauss, cached = np.random.get_state()
+        rng = {"torch": torch.get_rng_state(), "numpy": [algorithm, torch.from_numpy(keys.astype(np.int64)),
+                                                         position, has_gauss, cached], "python": random.getstate(),
                "scheme": "batches, flips, noise and timesteps are drawn from generators seeded by (seed, step, rank)"}
         if torch.cuda.is_available() and self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
