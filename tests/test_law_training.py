@@ -62,11 +62,22 @@ def kvasir_masks(law_kvasir):
 
 
 @pytest.mark.parametrize("mode", ["law", "prior", "uniform"])
-def test_weights_are_uniform_at_step_0(kvasir_masks, mode):
+def test_weights_at_step_0_are_the_prior(kvasir_masks, mode):
+    """Only beta warms up (SPEC section 4): at step 0 ``law`` weighs as ``prior``, whatever delta is."""
     config = WeightingConfig(mode, warmup_steps=100)
     delta = torch.randn_like(kvasir_masks) * 3
     w = loss_weights(config, kvasir_masks, delta, step=0)
-    assert torch.allclose(w, torch.ones_like(w), atol=1e-5)
+    if mode == "uniform":
+        assert torch.equal(w, torch.ones_like(w))
+    else:
+        prior = normalise_and_clamp(ratio_prior(kvasir_masks, config.r_max), config.w_min, config.w_max)
+        assert torch.allclose(w, prior, atol=1e-5) and not torch.allclose(w, torch.ones_like(w))
+        # half-way through the warm-up, law is prior x exp(beta delta / 2) (up to normalisation and clamps)
+        if mode == "law":
+            halfway = loss_weights(config, kvasir_masks, delta, step=50)
+            expected = normalise_and_clamp(ratio_prior(kvasir_masks, config.r_max) * torch.exp(delta / 2),
+                                           config.w_min, config.w_max)
+            assert torch.allclose(halfway, expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["law", "prior"])
@@ -124,6 +135,49 @@ def test_law_loss_parts(kvasir_masks):
     assert delta.grad.abs().sum() > 0 and dice.grad.abs().sum() > 0
     _, parts = law_loss(WeightingConfig("uniform"), noise, predicted, fg, None, None, step=5)
     assert set(parts) == {"denoising", "weights"}  # the ablations run without the head
+
+
+def test_learned_delta_moves_weights_to_lesion_boundaries(kvasir_masks):
+    """The delta head, trained on its own loss term only, learns where the denoiser errs: here on a boundary band
+    of real lesion masks, which the prior cannot tell from the lesion interior."""
+    from scipy import ndimage
+
+    from nnunet_laworder.law.weighting import LAWHead
+
+    fg = kvasir_masks[kvasir_masks.mean(dim=(1, 2, 3)).argsort(descending=True)[:4]]  # lesions with an interior
+    m = fg[:, 0].numpy().astype(bool)
+    dilated = np.stack([ndimage.binary_dilation(x, iterations=2) for x in m])
+    eroded = np.stack([ndimage.binary_erosion(x, iterations=2) for x in m])
+    band, interior = torch.from_numpy(dilated & ~eroded)[:, None], torch.from_numpy(eroded)[:, None]
+    inner_band, outer_band, far = band & fg.bool(), band & ~fg.bool(), torch.from_numpy(~dilated)[:, None]
+    assert interior.sum() > 500 and inner_band.sum() > 500
+
+    torch.manual_seed(0)
+    config = WeightingConfig("law", warmup_steps=0)
+    head = LAWHead(torch.nn.Conv2d, feature_channels=4, mask_channels=1, time_dim=8)
+    features, t_emb = torch.randn(len(fg), 4, 64, 64), torch.randn(len(fg), 8)  # fixed, uninformative
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    error_scale = torch.where(band, 2.0, 0.5)  # the "denoiser" errs 16x more (squared) on the band
+    for step in range(200):
+        noise = torch.randn(len(fg), 3, 64, 64)
+        predicted = noise + error_scale * torch.randn_like(noise)
+        delta, dice = head(features, fg, t_emb)
+        # neither predicted nor the (detached) weights carry gradients: the delta branch learns from L_delta alone
+        loss, _ = law_loss(config, noise, predicted, fg, delta, dice, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    with torch.no_grad():
+        delta, _ = head(features, fg, t_emb)
+    w = loss_weights(config, fg, delta, step=1000)
+    prior = loss_weights(WeightingConfig("prior", warmup_steps=0), fg, delta, step=1000)
+    for p, inner, inside, outer, outside in zip(prior, inner_band, interior, outer_band, far):
+        # the prior: one value on the whole lesion, one on the whole background
+        assert torch.allclose(p[inner], p[inside][0]) and torch.allclose(p[outer], p[outside][0])
+    ratio = (w[inner_band].mean() / w[interior].mean()).item()
+    assert ratio > 1.5, ratio  # law: the lesion's boundary above its interior
+    assert w[outer_band].mean() > 1.5 * w[far].mean()  # and the background next to the lesion above the rest
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,17 +344,25 @@ def test_training_loss_falls(kvasir_law_run):
     assert dice[-30:].mean() < 0.6 * dice[:30].mean()  # the Dice head learns the conditioning masks
 
 
-def test_weight_maps_move_from_uniform_to_lesion(kvasir_law_run):
+def test_weight_maps_move_from_the_prior_to_prior_x_delta(kvasir_law_run):
     maps = np.load(kvasir_law_run / "weight_maps.npz")
     steps, weights, masks = maps["steps"], maps["maps"], maps["masks"].astype(bool)
     assert steps.tolist() == [0, 50, 100, 150] and weights.shape == (4, 4, 64, 64)
-    assert np.allclose(weights[0], 1, atol=1e-5)  # uniform at step 0
+    prior = normalise_and_clamp(ratio_prior(torch.from_numpy(masks).float()[:, None], 20.0), 0.1, 10.0)[:, 0]
+    assert np.allclose(weights[0], prior.numpy(), atol=1e-5)  # the prior at step 0 (beta warms up from 0)
     assert np.allclose(weights.mean(axis=(2, 3)), 1, atol=1e-3)
     final = weights[-1]
-    prior = normalise_and_clamp(ratio_prior(torch.from_numpy(masks).float()[:, None], 20.0), 0.1, 10.0)[:, 0]
-    assert np.abs(final - prior.numpy()).mean() > 0.02  # the learned delta map changed the prior
-    for w, m in zip(final, masks):
-        assert w[m].mean() > w[~m].mean()  # and the lesion still weighs more than the background
+    assert np.abs(final - weights[0]).mean() > 0.04  # the learned delta map changed the first maps
+    up_weighted = 0
+    for w, p, m in zip(final, prior.numpy(), masks):
+        # the prior is flat on lesion and background; the learned delta varies inside each
+        assert w[m].std() > 0.02 * w[m].mean() and w[~m].std() > 0.02 * w[~m].mean()
+        # the lesion still weighs more than the background where the prior clearly says so (a lesion of half the
+        # image has a prior of about 1: there the delta map alone decides)
+        if p[m].mean() > 1.5 * p[~m].mean():
+            assert w[m].mean() > w[~m].mean()
+            up_weighted += 1
+    assert up_weighted >= 2
     # the raw weight maps are in the checkpoint too, for later analysis
     assert checkpoint(kvasir_law_run)["weight_maps"]["steps"] == steps.tolist()
 

@@ -14,13 +14,13 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from nnunet_laworder.conversion.common import DatasetTarget
 from nnunet_laworder.law.provenance import PROVENANCE_FILE, case_id
 from nnunet_laworder.nnunet_folders import read_json, save_json_atomic
 
-CACHE_FORMAT = 2  # 2: DDIM clips its clean-image estimate to the data's range
+CACHE_FORMAT = 3  # 2: DDIM clips its clean-image estimate to the data's range; 3: inpainting mode, quality gate
 
 
 class CaseCache:
@@ -32,11 +32,13 @@ class CaseCache:
 
     @classmethod
     def for_run(cls, target: DatasetTarget, checkpoint_hash: str, seed: int, sampler: str, steps: int, source: str,
-                conditioning_cases: Sequence[str], transform_config: dict) -> "CaseCache":
-        """The cache of everything a case depends on besides its index."""
+                conditioning_cases: Sequence[str], transform_config: dict,
+                gate: Optional[dict] = None) -> "CaseCache":
+        """The cache of everything a case depends on besides its index (``gate``: the judge and its settings)."""
         return cls(target, {"format": CACHE_FORMAT, "checkpoint_hash": checkpoint_hash, "seed": seed,
                             "sampler": sampler, "steps": steps, "source": source,
-                            "conditioning_cases": list(conditioning_cases), "transform_config": transform_config})
+                            "conditioning_cases": list(conditioning_cases), "transform_config": transform_config,
+                            "gate": gate})
 
     def create(self) -> None:
         self.cases.mkdir(parents=True, exist_ok=True)
@@ -72,9 +74,14 @@ class CaseCache:
         save_json_atomic(entry, folder / PROVENANCE_FILE)
         os.replace(folder, self.cases / case_id(index))  # a case is in the cache complete or not at all
 
+    def all_entries(self, num: int) -> List[dict]:
+        """The provenance entries of cases ``0 .. num - 1``, with the records of cases the quality gate rejected
+        (``"rejected": true``, no files)."""
+        return [read_json(self.cases / case_id(i) / PROVENANCE_FILE) for i in range(num)]
+
     def entries(self, num: int) -> Dict[str, dict]:
-        """``{case: provenance entry}`` of cases ``0 .. num - 1``."""
-        return {case_id(i): read_json(self.cases / case_id(i) / PROVENANCE_FILE) for i in range(num)}
+        """``{case: provenance entry}`` of the cases ``0 .. num - 1`` that go into the dataset."""
+        return {e["case"]: e for e in self.all_entries(num) if not e.get("rejected")}
 
     def files(self, case: str, sub: str) -> List[Path]:
         """The files of ``case`` in ``imagesTr`` or ``labelsTr``."""

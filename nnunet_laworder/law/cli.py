@@ -9,8 +9,10 @@ import argparse
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.diffusion import SAMPLERS
 from nnunet_laworder.law.evaluation import evaluate, summary_text
+from nnunet_laworder.law.inpainting import INPAINT, MODES
 from nnunet_laworder.law.layout_fidelity import TrainedModel
-from nnunet_laworder.law.synthesis import synthesize
+from nnunet_laworder.law.quality_gate import MIN_FIDELITY_DEFAULT
+from nnunet_laworder.law.synthesis import MAX_DRAWS_DEFAULT, synthesize
 from nnunet_laworder.law.training import train_generator
 from nnunet_laworder.law.weighting import WEIGHTINGS
 
@@ -45,9 +47,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="law: prior x learned delta map (default); prior: ratio prior only; uniform: w = 1")
     parser.add_argument("--iterations", type=int, default=20000, help="training steps (default 20000)")
     parser.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
+    parser.add_argument("--mode", choices=MODES, default=INPAINT,
+                        help="inpaint (default): learn a window around the lesions at the images' own resolution and "
+                             "fill a hole in it given the mask and the real surroundings; synthesis writes it back "
+                             "into a real training image, so most pixels stay real and the label exact. whole: the "
+                             "paper's whole-image generation at --image-size, resized back to the source's size")
     parser.add_argument("--image-size", type=int, nargs="+", default=None, metavar="N",
-                        help="generation size: 2 values for 2D / slice-wise layouts (default 128 128), 3 for "
-                             "small 3D volumes (default: the median shape rounded up to the denoiser's divisor)")
+                        help="inpaint: the window, at the source's resolution (2 values for 2D / slice-wise, 3 for "
+                             "small 3D volumes; default 128 per axis in 2D, 64 in 3D, at most the smallest image). "
+                             "whole: the generation size (default 128 128 in 2D, the median shape of small 3D "
+                             "volumes rounded up to the denoiser's divisor)")
     parser.add_argument("--layout", choices=("auto", "2d", "3d", "slices"), default="auto",
                         help="auto: 2D images -> 2d, 3D volumes of <= 64^3 voxels (median) -> 3d, larger 3D -> "
                              "slices along the out-of-plane axis")
@@ -60,7 +69,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="denoiser channels per stage (default 32 64 128)")
     parser.add_argument("--time-dim", type=int, default=128, help="timestep embedding width (default 128)")
     parser.add_argument("--warmup-steps", type=int, default=250,
-                        help="steps over which the weights go from uniform to prior x delta (default 250)")
+                        help="steps over which beta rises from 0 to 1: from the prior to prior x delta (default 250)")
     parser.add_argument("--r-max", type=float, default=20.0, help="cap of the prior's background/lesion ratio")
     parser.add_argument("--w-min", type=float, default=0.1, help="lower clamp of the weights (default 0.1)")
     parser.add_argument("--w-max", type=float, default=10.0, help="upper clamp of the weights (default 10)")
@@ -92,6 +101,7 @@ def train_entrypoint(args) -> int:
     return train_generator(
         args.dataset, configuration=args.configuration, fold=args.fold, plans=args.plans, weighting=args.weighting,
         iterations=args.iterations, batch_size=args.batch_size, image_size=args.image_size, layout=args.layout,
+        mode=args.mode,
         empty_slice_fraction=args.empty_slice_fraction, lr=args.lr, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, features=args.features, time_dim=args.time_dim, warmup_steps=args.warmup_steps,
         r_max=args.r_max, w_min=args.w_min, w_max=args.w_max, beta=args.beta, lambda_delta=args.lambda_delta,
@@ -132,16 +142,34 @@ def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--part-id", type=int, default=0, help="which part this process samples (0..parts-1)")
     parser.add_argument("-device", "--device", dest="device", default=None,
                         help="cuda, cpu or mps, as nnU-Net's -device (default: cuda when available, else cpu)")
+    gate = parser.add_argument_group(
+        "quality gate", "keep a synthetic case only when a model trained on the real dataset finds its lesions: "
+                        "Dice(judge's prediction on the synthetic image, its label) >= --min-fidelity")
+    gate.add_argument("--judge", metavar="CONFIGURATION", default=None,
+                      help="configuration of the judge, a model trained on the real dataset (-d) as nnUNetv2_train "
+                           "left it, fold -f (default 0), e.g. --judge 2d_order -tr nnUNetTrainerORDER")
+    gate.add_argument("-tr", dest="judge_trainer", default="nnUNetTrainer", help="the judge's trainer "
+                      "(default nnUNetTrainer); its plans are -p")
+    gate.add_argument("--min-fidelity", type=float, default=MIN_FIDELITY_DEFAULT,
+                      help=f"the gate's threshold in [0, 1] (default {MIN_FIDELITY_DEFAULT}, chosen from measurement: "
+                           f"see the README)")
+    gate.add_argument("--max-draws", type=int, default=MAX_DRAWS_DEFAULT,
+                      help=f"samples drawn for one case before it is left out (default {MAX_DRAWS_DEFAULT})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the new id")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
 
 
 def synthesize_entrypoint(args) -> int:
+    judge = None
+    if args.judge is not None:  # the judge's fold is the generator's (the clean fold), mirroring off for speed
+        judge = TrainedModel(None, args.judge, args.judge_trainer, args.plans,
+                             [str(args.fold if args.fold is not None else 0)], mirroring=False)
     return synthesize(dataset=args.dataset, output_id=args.output_id, name=args.name,
                       configuration=args.configuration, plans=args.plans, weighting=args.weighting, fold=args.fold,
                       checkpoint=args.checkpoint, num=args.num, steps=args.steps, sampler=args.sampler,
                       seed=args.seed, num_parts=args.num_parts, part_id=args.part_id, device=args.device,
-                      overwrite=args.overwrite, progress=args.progress)
+                      overwrite=args.overwrite, progress=args.progress, judge=judge,
+                      min_fidelity=args.min_fidelity, max_draws=args.max_draws)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,13 +17,18 @@
     (``transpose_forward[0]``), resized to ``image_size``; every slice with foreground is kept plus a seeded
     fraction of the empty ones.
 
+  That is the ``whole`` mode (the paper's). In the ``inpaint`` mode (:mod:`~nnunet_laworder.law.inpainting`)
+  nothing is resized: ``image_size`` is a window at the source's resolution, and each item (2D image, slice or
+  volume) is a crop a little larger than the window around its lesion.
+
 :class:`BatchSampler` draws random batches with random flips; everything it draws is a function of
 ``(seed, step)`` so that a resumed training continues exactly and data-parallel ranks agree on the global batch.
 """
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -34,6 +39,8 @@ from tqdm import tqdm
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.generator import Layout, foreground_labels
+from nnunet_laworder.law.inpainting import (INPAINT, MODES, WHOLE, conditioning, context_jitter, default_margin,
+                                            dilate, training_holes, window_around)
 from nnunet_laworder.law.intensity import IntensityNormaliser
 from nnunet_laworder.law.splits import fold_split
 from nnunet_laworder.nnunet_folders import (DEFAULT_PLANS, check_configuration, default_configuration, plans_file,
@@ -145,6 +152,65 @@ def fit_to_layout(image: Optional[np.ndarray], seg: np.ndarray, layout: Layout
     return pad_or_crop(image, seg, size)
 
 
+def _planes(raw_cases: list, kind: str, slice_axis: Optional[int], empty_slice_fraction: float,
+            rng: np.random.Generator) -> Iterator[Tuple[str, np.ndarray, np.ndarray]]:
+    """``(item, image (C, *spatial), segmentation (*spatial))`` at the source's resolution: 2D images, volumes, or
+    the slices of a slice-wise layout (every slice with foreground plus a seeded fraction of the empty ones)."""
+    for case, image, seg, _ in raw_cases:
+        if kind == "2d":
+            yield case, image[:, 0], seg[0]
+        elif kind == "3d":
+            yield case, image, seg
+        else:
+            image, seg = np.moveaxis(image, 1 + slice_axis, 1), np.moveaxis(seg, slice_axis, 0)
+            has_fg = seg.reshape(seg.shape[0], -1).max(1) > 0
+            empty = np.flatnonzero(~has_fg)
+            keep = set(np.flatnonzero(has_fg).tolist())
+            keep |= set(rng.choice(empty, int(round(empty_slice_fraction * len(empty))), replace=False).tolist())
+            for i in sorted(keep):
+                yield f"{case}@{i}", image[:, i], seg[i]
+
+
+def _plane_shape(seg: np.ndarray, kind: str, slice_axis: Optional[int]) -> Tuple[int, ...]:
+    if kind == "2d":
+        return tuple(seg.shape[1:])
+    return tuple(seg.shape) if kind == "3d" else tuple(np.delete(seg.shape, slice_axis))
+
+
+def _window_sizes(raw_cases: list, kind: str, slice_axis: Optional[int], image_size: Optional[Sequence[int]],
+                  divisor: int, files: Dict[str, dict]) -> Tuple[List[int], List[int]]:
+    """(window, context crop) of the inpainting mode. The window is ``image_size`` (default: 128 per axis for 2D,
+    64 for 3D, at most the smallest image rounded down to ``divisor``); a window larger than an image is an error
+    naming it. Training items are crops of the window plus :func:`context_jitter` each way around their lesion
+    (less where the images are smaller), so every step sees the lesion at a new place in the window."""
+    shapes = {case: _plane_shape(seg, kind, slice_axis) for case, _, seg, _ in raw_cases}
+    smallest = np.min(np.array(list(shapes.values())), axis=0)
+    if image_size is None:
+        cap = 64 if kind == "3d" else 128
+        window = [max(divisor, min(cap, int(s) // divisor * divisor)) for s in smallest]
+    else:
+        window = [int(v) for v in image_size]
+    if len(window) != len(smallest):
+        raise InputError(f"the {kind} layout needs --image-size with {len(smallest)} values (the inpainting window), "
+                         f"got {window}")
+    for case, shape in shapes.items():
+        if any(w > s for w, s in zip(window, shape)):
+            raise InputError(f"training case {case}: the inpainting window {'x'.join(map(str, window))} (--image-size) "
+                             f"is larger than its image {'x'.join(map(str, shape))} ({files[case]['images'][0]}); "
+                             f"choose a smaller --image-size")
+    jitter = context_jitter(window)
+    return window, [int(min(w + 2 * jitter, s)) for w, s in zip(window, smallest)]
+
+
+def _context_crop(image: np.ndarray, seg: np.ndarray, size: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    box = window_around(seg, size)
+    return image[(slice(None), *box)], seg[box]
+
+
+def _resized(image: np.ndarray, seg: np.ndarray, size: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    return resize_image(image, size), resize_segmentation(seg, size)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # loading
 
@@ -188,12 +254,16 @@ def _read(reader, entry: dict, case: str) -> Tuple[np.ndarray, np.ndarray, dict]
 def load_training_data(dataset: str, configuration: Optional[str] = None, fold: Union[int, str, None] = None,
                        plans_name: str = DEFAULT_PLANS, image_size: Optional[Sequence[int]] = None,
                        layout: str = "auto", divisor: int = 4, empty_slice_fraction: float = 0.1, seed: int = 0,
-                       progress: bool = False) -> TrainingData:
+                       progress: bool = False, mode: str = WHOLE) -> TrainingData:
     """Read, check and normalise a dataset's training cases (all of them, or a fold's) for LAW training.
 
     Every case is read and checked before anything is trained: unreadable files, image / label shape mismatches,
     channel counts and label values outside dataset.json end here with an :class:`InputError` naming the file.
+    ``mode`` ``inpaint``: ``image_size`` is the window at the source's resolution and the items are context crops
+    around the lesions (see :func:`_window_sizes`); ``whole``: the images brought to ``image_size`` (module doc).
     """
+    if mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     preprocessed = preprocessed_dataset_folder(dataset)
     raw = raw_dataset_folder(dataset)
     plans_path = plans_file(dataset, plans_name)
@@ -235,37 +305,27 @@ def load_training_data(dataset: str, configuration: Optional[str] = None, fold: 
                           properties.get("spacing")))
 
     rng = np.random.default_rng(seed)
-    items, images, segs = [], [], []
-    if kind == "2d":
-        size = list(image_size or (128, 128))
-        for case, image, seg, _ in raw_cases:
-            im, sg = fit_to_layout(image[:, 0], seg[0], Layout(2, size, labels))
-            items.append(case), images.append(im), segs.append(sg)
+    if mode == INPAINT:
+        size, context = _window_sizes(raw_cases, kind, slice_axis, image_size, divisor, files)
+        fit = partial(_context_crop, size=context)
     elif kind == "3d":
         shapes = np.array([seg.shape for _, _, seg, _ in raw_cases])
         size = list(image_size or [round_up(v, divisor) for v in np.median(shapes, axis=0)])
         if len(size) != 3:
             raise InputError(f"a 3D layout needs --image-size with 3 values, got {size}")
-        for case, image, seg, _ in raw_cases:
-            im, sg = pad_or_crop(image, seg, size)
-            items.append(case), images.append(im), segs.append(sg)
+        fit = partial(pad_or_crop, size=size)
     else:
         size = list(image_size or (128, 128))
-        for case, image, seg, _ in raw_cases:
-            image, seg = np.moveaxis(image, 1 + slice_axis, 1), np.moveaxis(seg, slice_axis, 0)
-            has_fg = seg.reshape(seg.shape[0], -1).max(1) > 0
-            empty = np.flatnonzero(~has_fg)
-            keep = set(np.flatnonzero(has_fg).tolist())
-            keep |= set(rng.choice(empty, int(round(empty_slice_fraction * len(empty))), replace=False).tolist())
-            for i in sorted(keep):
-                items.append(f"{case}@{i}")
-                images.append(resize_image(image[:, i], size))
-                segs.append(resize_segmentation(seg[i], size))
-    if kind != "3d" and len(size) != 2:
-        raise InputError(f"a 2D layout needs --image-size with 2 values, got {size}")
+        if len(size) != 2:
+            raise InputError(f"a 2D layout needs --image-size with 2 values, got {size}")
+        fit = partial(_resized, size=size)
     if any(s % divisor for s in size):
         raise InputError(f"--image-size {' '.join(map(str, size))} must be divisible by {divisor} (the denoiser "
                          f"halves the size {int(np.log2(divisor))} times)")
+    items, images, segs = [], [], []
+    for item, image, seg in _planes(raw_cases, kind, slice_axis, empty_slice_fraction, rng):
+        image, seg = fit(image, seg)
+        items.append(item), images.append(image), segs.append(seg)
     if not items:
         raise InputError(f"no training images left for dataset {dataset}")
     spacings = [s for *_, s in raw_cases if s is not None]
@@ -273,7 +333,7 @@ def load_training_data(dataset: str, configuration: Optional[str] = None, fold: 
              "layout": kind, "cases": cases,
              "median_spacing": np.median(np.array(spacings), 0).tolist() if spacings else None}
     layout_obj = Layout(2 if kind != "3d" else 3, [int(s) for s in size], labels, slice_axis,
-                        dataset_json["file_ending"], extra)
+                        dataset_json["file_ending"], extra, mode)
     return TrainingData(torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(segs)), items, cases,
                         validation, layout_obj, normaliser, raw.name, configuration)
 
@@ -282,51 +342,40 @@ def load_training_data(dataset: str, configuration: Optional[str] = None, fold: 
 # batches
 
 
-class LAWDataset(torch.utils.data.Dataset):
-    """Items ``(normalised image, one-hot mask, union foreground (1, *size))`` without augmentation."""
+class BatchSampler:
+    """Random batches with random flips along every spatial axis, a pure function of ``(seed, step)``.
 
-    def __init__(self, data: TrainingData):
+    Each batch is ``(normalised images, conditioning, union foreground (B, 1, *size))``: the conditioning is the
+    one-hot mask (``whole`` mode) or :func:`~nnunet_laworder.law.inpainting.conditioning` of a random window of the
+    item's context crop and a random hole (``inpaint`` mode). With data parallelism every rank draws the same
+    global batch and keeps its share (``rank::world_size``).
+    """
+
+    def __init__(self, data: TrainingData, batch_size: int, seed: int = 0, flips: bool = True):
+        if batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
         self.data = data
+        self.batch_size, self.seed, self.flips = batch_size, seed, flips
         self.labels = torch.tensor(data.layout.labels, dtype=data.segmentations.dtype)
-
-    def __len__(self) -> int:
-        return len(self.data)
+        self.window = list(data.layout.image_size)
 
     def masks(self, segmentations: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(B, *size)`` labels -> (one-hot ``(B, M, *size)``, union foreground ``(B, 1, *size)``), float32."""
         onehot = (segmentations[:, None] == self.labels.view(1, -1, *([1] * (segmentations.dim() - 1)))).float()
         return onehot, onehot.amax(dim=1, keepdim=True)
 
-    def __getitem__(self, index: int):
-        onehot, fg = self.masks(self.data.segmentations[index][None])
-        return self.data.images[index], onehot[0], fg[0]
-
-
-class BatchSampler:
-    """Random batches with random flips along every spatial axis, a pure function of ``(seed, step)``.
-
-    With data parallelism every rank draws the same global batch and keeps its share (``rank::world_size``).
-    """
-
-    def __init__(self, data: TrainingData, batch_size: int, seed: int = 0, flips: bool = True):
-        if batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-        self.dataset = LAWDataset(data)
-        self.batch_size, self.seed, self.flips = batch_size, seed, flips
-
     def indices(self, step: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        n = len(self.dataset)
+        n = len(self.data)
         # an epoch-like draw: without replacement when the batch fits, so small datasets are used evenly
         return torch.randperm(n, generator=g)[:self.batch_size] if self.batch_size <= n else \
             torch.randint(0, n, (self.batch_size,), generator=g)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1, device=None):
-        """(images, one-hot masks, union foreground) of training step ``step`` for ``rank``."""
+        """(images, conditioning, union foreground) of training step ``step`` for ``rank``."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step + 7_777_777)
         index = self.indices(step)
-        images = self.dataset.data.images[index]
-        segs = self.dataset.data.segmentations[index]
+        images, segs = self._windows(index, g)
         if self.flips:
             spatial = images.dim() - 2
             flip = torch.rand((len(index), spatial), generator=g) < 0.5
@@ -336,8 +385,39 @@ class BatchSampler:
                 if axes:
                     images[i] = images[i].flip([1 + a for a in axes])
                     segs[i] = segs[i].flip(axes)
+        holes = training_holes(self.masks(segs)[1], self.window, g) if self.data.layout.mode == INPAINT else None
         images, segs = images[rank::world_size], segs[rank::world_size]
-        onehot, fg = self.dataset.masks(segs)
+        return self._conditioned(images, segs, None if holes is None else holes[rank::world_size], device)
+
+    def fixed(self, index: Sequence[int], device=None):
+        """(images, conditioning, union foreground) of fixed items (weight-map snapshots): the centre window and, for
+        inpainting, the lesion dilated by the synthesis margin."""
+        images, segs = self._windows(torch.as_tensor(index), None)
+        holes = None
+        if self.data.layout.mode == INPAINT:
+            holes = dilate(self.masks(segs)[1], default_margin(self.window))
+        return self._conditioned(images, segs, holes, device)
+
+    def _windows(self, index: torch.Tensor, generator: Optional[torch.Generator]):
+        """Images and labels of the items, cut to the window from their context crops (at random offsets, or
+        centred without a generator)."""
+        images, segs = self.data.images[index], self.data.segmentations[index]
+        context = list(segs.shape[1:])
+        if context == self.window:
+            return images, segs
+        spare = [c - w for c, w in zip(context, self.window)]
+        if generator is None:
+            offsets = torch.tensor([[s // 2 for s in spare]] * len(index))
+        else:
+            offsets = (torch.rand((len(index), len(spare)), generator=generator) *
+                       (torch.tensor(spare) + 1)).long()
+        boxes = [tuple(slice(int(o), int(o) + w) for o, w in zip(row, self.window)) for row in offsets]
+        return (torch.stack([images[i][(slice(None), *box)] for i, box in enumerate(boxes)]),
+                torch.stack([segs[i][box] for i, box in enumerate(boxes)]))
+
+    def _conditioned(self, images, segs, holes, device):
+        onehot, fg = self.masks(segs)
+        condition = onehot if holes is None else conditioning(onehot, images, holes)
         if device is not None:
-            images, onehot, fg = images.to(device), onehot.to(device), fg.to(device)
-        return images, onehot, fg
+            images, condition, fg = images.to(device), condition.to(device), fg.to(device)
+        return images, condition, fg

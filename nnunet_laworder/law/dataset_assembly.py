@@ -2,8 +2,10 @@
 
 **The dataset.** ``$nnUNet_raw/DatasetNEW_<name>``: imagesTr/labelsTr (and imagesTs/labelsTs when present) of the
 real dataset copied byte for byte, the synthetic cases ``law_00000``, ``law_00001``... in imagesTr/labelsTr (linked
-from the cache), ``dataset.json`` (numTraining = real + synthetic), ``provenance.json`` and ``splits_final.json``
-(nnU-Net's planner copies a raw ``splits_final.json`` into the preprocessed folder; we also write it there directly).
+from the cache), ``dataset.json`` (numTraining = real + synthetic), ``provenance.json`` and ``splits_final.json``. In
+``$nnUNet_preprocessed/DatasetNEW_<name>``: ``splits_final.json`` and the real dataset's plans, unchanged
+(:mod:`~nnunet_laworder.law.plans_transfer`), so ``nnUNetv2_preprocess`` and ``nnUNetv2_train`` follow without
+planning: the synthetic dataset is never re-planned.
 
 **The split (honest evaluation).** The real cases keep exactly the folds of the real-only dataset
 (:func:`~nnunet_laworder.law.splits.real_splits`), so "real only" and "real + synthetic" compare case for case.
@@ -24,16 +26,18 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from tqdm import tqdm
 
 from nnunet_laworder.conversion.common import DatasetTarget, write_dataset_json
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.case_cache import CaseCache
+from nnunet_laworder.law.plans_transfer import transfer_plans
 from nnunet_laworder.law.provenance import CASE_PREFIX, PROVENANCE_FILE, is_synthetic, write_provenance
 from nnunet_laworder.law.splits import SPLITS_FILE, Splits, synthetic_splits
-from nnunet_laworder.nnunet_folders import save_json_atomic
+from nnunet_laworder.nnunet_folders import read_json, save_json_atomic
 
 # dataset.json fields of the source that the new dataset.json sets itself
 OWN_FIELDS = ("channel_names", "labels", "numTraining", "file_ending", "name", "licence", "converted_by",
@@ -75,9 +79,10 @@ def acquire_lock(lock: Path, dataset: str) -> bool:
 
 
 def assemble(target: DatasetTarget, cache: CaseCache, num: int, source: Path, dataset_json: dict, num_real: int,
-             real_splits: Splits, provenance: dict, progress: bool = True) -> None:
+             real_splits: Splits, provenance: dict, source_plans: Path, progress: bool = True) -> None:
     """Write ``target`` from the real dataset in ``source`` and the cached cases ``0 .. num - 1``, and say what to
-    run next. ``provenance``: the dataset-level fields of provenance.json."""
+    run next. ``provenance``: the dataset-level fields of provenance.json. ``source_plans``: the real dataset's plans
+    file that synthesis used; every plans file beside it is transferred, and the printed commands name this one."""
     lock = target.raw / f".{target.path.name}.law-assemble.lock"
     if not acquire_lock(lock, target.path.name):
         return
@@ -93,12 +98,16 @@ def assemble(target: DatasetTarget, cache: CaseCache, num: int, source: Path, da
         with target.staging() as folder:
             _write_dataset(folder, target, cache, source, dataset_json, num_real, entries, splits, provenance,
                            progress)
-        preprocessed_splits = _write_preprocessed_splits(target, splits)
+        preprocessed = _preprocessed_folder(target)
+        transferred = None
+        if preprocessed is not None:
+            transferred = transfer_plans(source_plans.parent, target.path.name)  # it makes the folder
+            save_json_atomic(splits, preprocessed / SPLITS_FILE)
         cache.remove()
     finally:
         lock.unlink(missing_ok=True)
-    print_summary(target, num_real, len(entries), splits, preprocessed_splits or target.path / SPLITS_FILE,
-                  provenance)
+    print_summary(target, num_real, len(entries), splits, (preprocessed or target.path) / SPLITS_FILE, provenance,
+                  source_plans, transferred)
 
 
 def _write_dataset(folder: Path, target: DatasetTarget, cache: CaseCache, source: Path, dataset_json: dict,
@@ -136,24 +145,25 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _write_preprocessed_splits(target: DatasetTarget, splits: Splits) -> Optional[Path]:
-    """``$nnUNet_preprocessed/DatasetNEW_<name>/splits_final.json`` (None when nnUNet_preprocessed is not set)."""
+def _preprocessed_folder(target: DatasetTarget) -> Optional[Path]:
+    """``$nnUNet_preprocessed/DatasetNEW_<name>`` (None when nnUNet_preprocessed is not set)."""
     root = os.environ.get("nnUNet_preprocessed")
     if not root:
-        print("law synthesize: nnUNet_preprocessed is not set; splits_final.json is only in the raw dataset "
-              "(nnUNetv2_plan_and_preprocess copies it)")
+        print("law synthesize: nnUNet_preprocessed is not set; splits_final.json is only in the raw dataset and the "
+              "source's plans were not transferred (nnUNetv2_move_plans_between_datasets copies plans)")
         return None
-    folder = Path(root) / target.path.name
-    folder.mkdir(parents=True, exist_ok=True)
-    save_json_atomic(splits, folder / SPLITS_FILE)
-    return folder / SPLITS_FILE
+    return Path(root) / target.path.name
 
 
 def print_summary(target: DatasetTarget, num_real: int, num_synthetic: int, splits: Splits, splits_file: Path,
-                  provenance: dict) -> None:
-    """What was written, fold by fold, and the nnU-Net commands that train on it (which folds are clean)."""
+                  provenance: dict, source_plans: Path, transferred: Optional[List[Path]]) -> None:
+    """What was written, fold by fold, and the nnU-Net commands that train on it (which folds are clean).
+    ``source_plans``: the plans file the commands name; ``transferred``: the plans files written for the new dataset."""
     print(f"law synthesize: wrote {target.path} ({num_real} real + {num_synthetic} synthetic training cases) and "
           f"{splits_file}")
+    if transferred:
+        print(f"  plans of {provenance['source_dataset']}, unchanged but for dataset_name: "
+              f"{', '.join(str(path) for path in transferred)}")
     for k, fold in enumerate(splits):
         n_fold_syn = sum(is_synthetic(c) for c in fold["train"])
         print(f"  fold {k}: {len(fold['train']) - n_fold_syn} real + {n_fold_syn} synthetic training, "
@@ -169,10 +179,20 @@ def print_summary(target: DatasetTarget, num_real: int, num_synthetic: int, spli
     # one-slice volumes: nnU-Net's 3D configurations cannot learn from them, its 2d sees every case slice by slice
     slice_wise = provenance["layout"]["slice_axis"] is not None
     train_config = "2d" if slice_wise else provenance["configuration"]
-    new_id = target.dataset_id
+    # preprocessing train_config makes the data of every configuration with its data_identifier (the plugin's
+    # 2d_order, 2d_mkunet... inherit it)
+    manager = PlansManager(read_json(source_plans))
+    data = manager.get_configuration(train_config).data_identifier
+    same_data = [c for c in manager.available_configurations
+                 if c != train_config and manager.get_configuration(c).data_identifier == data]
+    new_id, name = target.dataset_id, source_plans.stem  # the plans identifier nnU-Net's -p takes
+    also = (f"  # the same preprocessed data trains {', '.join(same_data)} too, with the real-only runs' trainers "
+            f"(e.g. -tr nnUNetTrainerORDER for *_order)\n" if same_data else "")
     print(f"next ({note}):\n"
-          f"  nnUNetv2_plan_and_preprocess -d {new_id} -c {train_config}\n"
-          f"  # add the same architecture configurations as for the real-only dataset, e.g.\n"
-          f"  #   nnunet-laworder plans -d {new_id} -c {train_config} --arch order\n"
-          f"  for f in {folds}; do nnUNetv2_train {new_id} {train_config} $f; done\n"
-          f"  # and the real-only reference: nnUNetv2_train {provenance['source_dataset_id']} {train_config} FOLD")
+          f"  # the plans are {provenance['source_dataset']}'s, unchanged: no nnUNetv2_plan_and_preprocess, no "
+          f"`nnunet-laworder plans`\n"
+          f"  nnUNetv2_preprocess -d {new_id} -plans_name {name} -c {train_config}\n"
+          f"  for f in {folds}; do nnUNetv2_train {new_id} {train_config} $f -tr nnUNetTrainer -p {name}; done\n"
+          f"{also}"
+          f"  # and the real-only reference: nnUNetv2_train {provenance['source_dataset_id']} {train_config} FOLD "
+          f"-tr nnUNetTrainer -p {name}")

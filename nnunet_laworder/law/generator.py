@@ -13,6 +13,7 @@ from dynamic_network_architectures.building_blocks.helper import convert_dim_to_
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.denoiser import MaskConditionedDenoiser
+from nnunet_laworder.law.inpainting import WHOLE, condition_channels
 from nnunet_laworder.law.intensity import IntensityNormaliser
 from nnunet_laworder.law.weighting import LAWHead, WeightingConfig
 
@@ -38,13 +39,16 @@ def one_hot(segmentation: np.ndarray, labels: List[int]) -> np.ndarray:
 @dataclass
 class Layout:
     """How images are modelled: ``dim`` 2 or 3 of the denoiser, ``slice_axis`` (axis of the 3D volume that is
-    sliced, for large 3D data modelled slice-wise) and the generation ``image_size``."""
+    sliced, for large 3D data modelled slice-wise), the generation ``image_size`` and the ``mode``: ``whole``
+    images brought to that size, or ``inpaint`` windows of that size at the source's resolution
+    (:mod:`~nnunet_laworder.law.inpainting`)."""
     dim: int
     image_size: List[int]
     labels: List[int]
     slice_axis: Optional[int] = None
     file_ending: str = ".png"
     extra: dict = field(default_factory=dict)
+    mode: str = WHOLE  # checkpoints from before the inpainting mode hold whole-image generators
 
 
 @dataclass
@@ -59,8 +63,9 @@ class LAWGenerator:
     def create(cls, image_channels: int, layout: Layout, weighting: WeightingConfig, normaliser: IntensityNormaliser,
                features_per_stage=(32, 64, 128), time_dim: int = 128) -> "LAWGenerator":
         conv_op = convert_dim_to_conv_op(layout.dim)
-        denoiser = MaskConditionedDenoiser(image_channels, len(layout.labels), conv_op, features_per_stage, time_dim)
-        head = LAWHead(conv_op, features_per_stage[0], len(layout.labels), time_dim)
+        condition = condition_channels(layout.mode, image_channels, len(layout.labels))
+        denoiser = MaskConditionedDenoiser(image_channels, condition, conv_op, features_per_stage, time_dim)
+        head = LAWHead(conv_op, features_per_stage[0], condition, time_dim)
         return cls(denoiser, head, weighting, normaliser, layout)
 
     def modules(self) -> torch.nn.ModuleDict:
@@ -83,7 +88,7 @@ class LAWGenerator:
         config["conv_op"] = CONV_OPS[config["conv_op"]]
         denoiser = MaskConditionedDenoiser(**config)
         layout = Layout(**state["layout"])
-        head = LAWHead(config["conv_op"], config["features_per_stage"][0], len(layout.labels), config["time_dim"])
+        head = LAWHead(config["conv_op"], config["features_per_stage"][0], config["mask_channels"], config["time_dim"])
         denoiser.load_state_dict(state["denoiser"])
         head.load_state_dict(state["head"])
         return cls(denoiser, head, WeightingConfig(**state["weighting"]),

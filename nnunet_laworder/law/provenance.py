@@ -30,14 +30,15 @@ def is_synthetic(case: str) -> bool:
 
 def case_entry(index: int, source_case: str, source_slice: Optional[int], transform: dict, seed: int, *,
                run_seed: int, sampler: str, steps: int, checkpoint: str, checkpoint_hash: str, weighting: str,
-               generator_fold, device: str, generated_size: List[int], written_shape: List[int]) -> dict:
-    """The entry of synthetic case ``index``: its source mask (and slice), layout transform and noise seed, and the
-    run that sampled it."""
+               generator_fold, device: str, generated_size: List[int], written_shape: List[int], mode: str,
+               draw: int = 0) -> dict:
+    """The entry of synthetic case ``index``: its source mask (and slice), layout transform (with the window, in
+    the inpainting ``mode``) and noise seed, which draw of the case it is, and the run that sampled it."""
     return {"case": case_id(index), "case_index": index, "source_case": source_case, "source_slice": source_slice,
             "transform": transform, "seed": seed, "run_seed": run_seed, "sampler": sampler, "steps": steps,
             "checkpoint": checkpoint, "checkpoint_hash": checkpoint_hash, "weighting": weighting,
             "generator_fold": generator_fold, "device": device, "generated_size": generated_size,
-            "written_shape": written_shape}
+            "written_shape": written_shape, "mode": mode, "draw": draw}
 
 
 @dataclass

@@ -35,10 +35,11 @@ exits; the part that finds every case done assembles the dataset (an ``O_EXCL`` 
 ``CUDA_VISIBLE_DEVICES=1 ... --part-id 1``. The result equals an unsharded run with the same seed on the same kind
 of device (the initial noise comes from a generator on the sampling device).
 """
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -53,7 +54,10 @@ from nnunet_laworder.law.data import fit_to_layout, resize_image, training_files
 from nnunet_laworder.law.dataset_assembly import assemble
 from nnunet_laworder.law.diffusion import SAMPLERS, sample, sampling_scheduler, training_scheduler
 from nnunet_laworder.law.generator import LAWGenerator, checkpoint_hash, foreground_labels, load_checkpoint, one_hot
+from nnunet_laworder.law.inpainting import INPAINT, inpaint_case
+from nnunet_laworder.law.layout_fidelity import TrainedModel
 from nnunet_laworder.law.provenance import CASE_PREFIX, MAX_CASES, SPLIT_RULE, case_entry, case_id, is_synthetic
+from nnunet_laworder.law.quality_gate import MIN_FIDELITY_DEFAULT, Judge, check_min_fidelity, gate_summary, passes
 from nnunet_laworder.law.splits import Splits, real_splits
 from nnunet_laworder.law.transforms import TransformConfig, random_transform
 from nnunet_laworder.law.weighting import WEIGHTINGS
@@ -61,29 +65,46 @@ from nnunet_laworder.nnunet_folders import (DEFAULT_PLANS, check_configuration, 
                                             law_run_folder, plans_file, raw_dataset_folder, read_json,
                                             resolve_device)
 
+MAX_DRAWS_DEFAULT = 8  # the gate's limit: samples drawn for one case before it is given up
+
 
 def synthesize(dataset: Union[str, int], output_id: int, name: Optional[str] = None,
                configuration: Optional[str] = None, plans: str = DEFAULT_PLANS, weighting: Optional[str] = None,
                fold: Union[int, str, None] = None, checkpoint: Optional[str] = None, num: Optional[int] = None,
                steps: int = 50, sampler: str = "ddim", seed: int = 0, num_parts: int = 1, part_id: int = 0,
-               device: Optional[str] = None, overwrite: bool = False, progress: bool = True) -> int:
+               device: Optional[str] = None, overwrite: bool = False, progress: bool = True,
+               judge: Optional[TrainedModel] = None, min_fidelity: float = MIN_FIDELITY_DEFAULT,
+               max_draws: int = MAX_DRAWS_DEFAULT) -> int:
     """Sample this part's synthetic cases of ``dataset`` into the cache and, once every part's are there, write
-    dataset ``output_id``. Everything is checked before any work (:class:`InputError`). Returns 0."""
+    dataset ``output_id``. ``judge``: the quality gate's model (its dataset defaults to ``dataset``); a case is
+    kept when its layout fidelity reaches ``min_fidelity``, drawing up to ``max_draws`` samples per case.
+    Everything is checked before any work (:class:`InputError`). Returns 0."""
     _check_values(num, steps, sampler, weighting, num_parts, part_id)
+    check_min_fidelity(min_fidelity)
+    if max_draws < 1:
+        raise InputError(f"--max-draws must be at least 1, got {max_draws}")
     source, target = _datasets(dataset, output_id, name, plans, overwrite)
     path, generator, data, configuration = _load_generator(source, checkpoint, configuration, weighting, fold)
     files, conditioning, writer, splits, splits_source = _check_data(source, path, generator, data)
+    if judge is not None:
+        judge = replace(judge, dataset=judge.dataset or source.name)
+        Judge.check(judge)
+    else:
+        print("law synthesize: warning: no --judge: nothing checks that the synthetic images show the lesions their "
+              "labels say (train a model on the real dataset and pass -c/-tr/-f with --judge)")
     device = resolve_device(device)
     layout = generator.layout
     transform_config = TransformConfig.for_dim(2 if layout.slice_axis is not None else layout.dim)
     digest = checkpoint_hash(path)
+    gate = None if judge is None else {"judge": asdict(judge), "min_fidelity": min_fidelity, "max_draws": max_draws}
     cache = CaseCache.for_run(target, digest, seed, sampler, steps, source.name, conditioning,
-                              transform_config.to_dict())
+                              transform_config.to_dict(), gate)
     synthesis = Synthesis(
         source=source, target=target, files=files, checkpoint=path, checkpoint_hash=digest, generator=generator,
         configuration=configuration, generator_fold=data.get("fold"), conditioning=conditioning, writer=writer,
         splits=splits, splits_source=splits_source, num=num or len(conditioning), device=device,
-        transform_config=transform_config, sampler=sampler, steps=steps, seed=seed, cache=cache)
+        transform_config=transform_config, sampler=sampler, steps=steps, seed=seed, cache=cache, judge_model=judge,
+        min_fidelity=min_fidelity, max_draws=max_draws)
     cache.create()
     synthesis.sample_part(num_parts, part_id, progress)
     missing = synthesis.cache.missing(synthesis.num)
@@ -92,8 +113,16 @@ def synthesize(dataset: Union[str, int], output_id: int, name: Optional[str] = N
               f"cases are still being sampled by the other parts (the last part to finish writes "
               f"{target.path.name})")
         return 0
+    gate = synthesis.gate()
+    if gate is not None:
+        draws = gate["accepted"] + gate["rejected"]
+        mean = "-" if gate["accepted_fidelity_mean"] is None else f"{gate['accepted_fidelity_mean']:.3f}"
+        print(f"law synthesize: quality gate (judge {gate['judge']['trainer']} {gate['judge']['configuration']}, "
+              f"--min-fidelity {gate['min_fidelity']}): {gate['accepted']} of {draws} draws accepted "
+              f"({gate['acceptance_rate'] or 0:.0%}), mean fidelity of the accepted {mean}; "
+              f"{gate['rejected_cases']} case(s) left out after {synthesis.max_draws} draws")
     assemble(target, synthesis.cache, synthesis.num, source.raw, source.dataset_json, len(files), splits,
-             synthesis.provenance(), progress)
+             synthesis.provenance(), source.plans_file, progress)
     return 0
 
 
@@ -140,6 +169,10 @@ class Synthesis:
     steps: int
     seed: int
     cache: CaseCache
+    judge_model: Optional[TrainedModel] = None  # the quality gate's model (None: no gate)
+    min_fidelity: float = MIN_FIDELITY_DEFAULT
+    max_draws: int = MAX_DRAWS_DEFAULT
+    judge: Optional[Judge] = None  # loaded once there is something to sample
 
     @property
     def weighting(self) -> str:
@@ -154,7 +187,20 @@ class Synthesis:
                 "conditioning_cases": self.conditioning, "sampler": self.sampler, "steps": self.steps,
                 "seed": self.seed, "layout": asdict(self.generator.layout),
                 "transform_config": self.transform_config.to_dict(), "real_splits": self.splits_source,
-                "split_rule": SPLIT_RULE}
+                "split_rule": SPLIT_RULE, "gate": self.gate()}
+
+    def gate(self) -> Optional[dict]:
+        """The quality gate's settings and outcome over every case in the cache (None without a judge)."""
+        if self.judge_model is None:
+            return None
+        entries = self.cache.all_entries(self.num)
+        accepted = [e["gate"]["fidelity"] for e in entries if not e.get("rejected")]
+        rejected = sum(len(e["gate"]["rejected_fidelities"]) for e in entries)
+        m = self.judge_model
+        return {"judge": {"dataset": m.dataset, "configuration": m.configuration, "trainer": m.trainer,
+                          "plans": m.plans, "folds": [str(f) for f in m.folds], "checkpoint": m.checkpoint},
+                "max_draws": self.max_draws, "rejected_cases": sum(bool(e.get("rejected")) for e in entries),
+                **gate_summary(accepted, rejected, self.min_fidelity)}
 
     def source_of(self, index: int) -> str:
         n = len(self.conditioning)
@@ -175,18 +221,43 @@ class Synthesis:
             return
         self.generator.to(self.device)
         self.generator.denoiser.eval()
-        # a fresh sampler per case (they keep state); DDIM clips to the normalised range of the data
+        if self.judge_model is not None:
+            self.judge = Judge.load(self.judge_model, self.device, self.generator.layout.labels)
+        # a fresh sampler per draw (they keep state); DDIM clips to the normalised range of the data
         new_scheduler = partial(sampling_scheduler, training_scheduler(), self.sampler,
                                 self.generator.normaliser.normalised_bound())
         for i in tqdm(todo, desc="synthesizing", unit="case", disable=not progress):
-            self.sample_case(i, new_scheduler())
+            self.sample_case(i, new_scheduler)
 
-    def sample_case(self, index: int, scheduler) -> None:
-        """Case ``index``: a transformed source mask, the image sampled for it, written into the cache."""
+    def sample_case(self, index: int, new_scheduler: Callable) -> None:
+        """Case ``index`` into the cache: its first draw, or with a judge the first of up to ``max_draws`` draws
+        that passes the gate; when none does, a record of the rejected draws (and no files)."""
+        fidelities = []
+        for draw in range(self.max_draws if self.judge else 1):
+            folder = self.cache.new_case(index)
+            entry = self.draw(index, draw, new_scheduler(), folder)
+            if self.judge is None:
+                self.cache.commit(index, folder, entry)
+                return
+            fidelity = self.judge_written(folder, entry["case"])
+            if passes(fidelity, self.min_fidelity):
+                entry["gate"] = {"fidelity": fidelity, "draws": draw + 1, "rejected_fidelities": fidelities}
+                self.cache.commit(index, folder, entry)
+                return
+            fidelities.append(fidelity)
+            shutil.rmtree(folder)
+        folder = self.cache.new_case(index)
+        folder.mkdir()
+        self.cache.commit(index, folder, {"case": case_id(index), "case_index": index, "rejected": True,
+                                          "gate": {"draws": len(fidelities), "rejected_fidelities": fidelities}})
+
+    def draw(self, index: int, draw: int, scheduler, folder: Path) -> dict:
+        """Draw ``draw`` of case ``index`` (a function of ``(seed, index, draw)``) written into ``folder``; returns
+        its provenance entry. Draw 0 of every case is what a run without a judge writes."""
         layout = self.generator.layout
         source = self.source_of(index)
         files = self.files[source]
-        rng = np.random.default_rng([self.seed, index])
+        rng = np.random.default_rng([self.seed, index] if draw == 0 else [self.seed, index, draw])
         noise_seed = int(rng.integers(0, 2 ** 62))
         seg, properties = self.writer.read_seg(files["label"])
         seg = seg[0]  # (1, H, W) for 2D images, (D, H, W) for volumes
@@ -204,21 +275,21 @@ class Synthesis:
         else:
             native = seg
         native = native.astype(np.int16)
-
-        def survives_fitting(mask):  # no structure may vanish on the way to the generator's size
-            return set(np.unique(fit_to_layout(None, mask, layout)[1])) >= set(np.unique(mask))
-
-        transformed, params = random_transform(native, rng, self.transform_config, accept=survives_fitting)
-        condition = fit_to_layout(None, transformed, layout)[1]
-        masks = torch.from_numpy(one_hot(condition, list(layout.labels)))[None].to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(noise_seed)
-        x = sample(self.generator.denoiser, masks, scheduler, self.steps, generator)
-        image = self.generator.normaliser.inverse(x[0].float().cpu().numpy().astype(np.float64))
-        if layout.dim == 2:  # back to the source's size; the label is the transformed source mask itself
-            image = resize_image(image, transformed.shape).astype(np.float64)
-            label = transformed
+
+        def generate(condition: torch.Tensor) -> torch.Tensor:
+            return sample(self.generator.denoiser, condition.to(self.device), scheduler, self.steps, generator)
+
+        if layout.mode == INPAINT:
+            image = self.writer.io.read_images(files["images"])[0]
+            if layout.slice_axis is not None:
+                image = np.take(image, source_slice, axis=1 + layout.slice_axis)
+            elif layout.dim == 2:
+                image = image[:, 0]
+            image, label, params = inpaint_case(image, native, layout.image_size, layout.labels,
+                                                self.generator.normaliser, rng, self.transform_config, generate)
         else:
-            label = condition
+            image, label, params = self.whole_image(native, rng, generate)
         if layout.slice_axis is not None:  # a volume of one slice
             image = np.expand_dims(image, 1 + layout.slice_axis)
             label = np.expand_dims(label, layout.slice_axis)
@@ -226,13 +297,35 @@ class Synthesis:
             image, label = image[:, None], label[None]
         # image: (C, *spatial of the written file, with the leading 1 for 2D), label: (*spatial); intensities stay
         # in the normaliser's range (inverse clips; bilinear resizing cannot leave it)
-        folder = self.cache.new_case(index)
         self.writer.write(folder, case_id(index), image, label, files["images"], properties, source_slice)
-        self.cache.commit(index, folder, case_entry(
+        return case_entry(
             index, source, source_slice, params, noise_seed, run_seed=self.seed, sampler=self.sampler,
             steps=self.steps, checkpoint=str(self.checkpoint), checkpoint_hash=self.checkpoint_hash,
             weighting=self.weighting, generator_fold=self.generator_fold, device=self.device.type,
-            generated_size=list(layout.image_size), written_shape=list(label.shape)))
+            generated_size=list(layout.image_size), written_shape=list(label.shape), mode=layout.mode, draw=draw)
+
+    def whole_image(self, native: np.ndarray, rng: np.random.Generator, generate: Callable):
+        """The paper's whole-image generation: (image, label, transform) for a transformed source mask. 2D images
+        go back to the source's size (the label is the transformed mask itself), 3D volumes stay the box."""
+        layout = self.generator.layout
+
+        def survives_fitting(mask):  # no structure may vanish on the way to the generator's size
+            return set(np.unique(fit_to_layout(None, mask, layout)[1])) >= set(np.unique(mask))
+
+        transformed, params = random_transform(native, rng, self.transform_config, accept=survives_fitting)
+        condition = fit_to_layout(None, transformed, layout)[1]
+        x = generate(torch.from_numpy(one_hot(condition, list(layout.labels)))[None])
+        image = self.generator.normaliser.inverse(x[0].float().cpu().numpy().astype(np.float64))
+        if layout.dim == 2:
+            return resize_image(image, transformed.shape).astype(np.float64), transformed, params
+        return image, condition, params
+
+    def judge_written(self, folder: Path, case: str) -> float:
+        """The judge's fidelity on a case as written (read back with the dataset's reader: what nnU-Net trains on)."""
+        images = sorted(str(p) for p in (folder / "imagesTr").iterdir())
+        image, properties = self.writer.io.read_images(images)
+        label, _ = self.writer.read_seg(str(folder / "labelsTr" / f"{case}{self.writer.ending}"))
+        return self.judge.fidelity(image, label[0], properties["spacing"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.data import BatchSampler, load_training_data
 from nnunet_laworder.law.diffusion import training_scheduler
 from nnunet_laworder.law.generator import LAWGenerator, read_checkpoint, save_checkpoint
+from nnunet_laworder.law.inpainting import INPAINT, WHOLE
 from nnunet_laworder.law.training_figures import plot_loss_curves, write_weight_maps
 from nnunet_laworder.law.training_step import (SNAPSHOT_TIMESTEPS, TrainingNet, snapshot_items, snapshot_steps,
                                                training_step, weight_maps)
@@ -56,6 +57,7 @@ class RunSettings:
     batch_size: int
     image_size: Optional[Tuple[int, ...]]  # None: the layout's default (recorded once the data is read)
     layout: str
+    mode: str  # inpaint (lesion windows at the source's resolution) or whole (images resized to image_size)
     lr: float
     weight_decay: float
     features: Tuple[int, ...]
@@ -104,7 +106,7 @@ def check_settings(s: RunSettings, iterations: int, save_every: int, snapshots: 
 def train_generator(dataset: Union[str, int], configuration: Optional[str] = None,
                     fold: Union[int, str, None] = None, plans: str = DEFAULT_PLANS, weighting: str = "law",
                     iterations: int = 20000, batch_size: int = 16, image_size: Optional[Sequence[int]] = None,
-                    layout: str = "auto", empty_slice_fraction: float = 0.1, lr: float = 2e-4,
+                    layout: str = "auto", mode: str = INPAINT, empty_slice_fraction: float = 0.1, lr: float = 2e-4,
                     weight_decay: float = 0.0, grad_clip: float = 1.0, features: Sequence[int] = (32, 64, 128),
                     time_dim: int = 128, warmup_steps: int = 250, r_max: float = 20.0, w_min: float = 0.1,
                     w_max: float = 10.0, beta: float = 1.0, lambda_delta: float = 0.1, lambda_dice: float = 0.1,
@@ -133,7 +135,7 @@ def train_generator(dataset: Union[str, int], configuration: Optional[str] = Non
     folder = law_run_folder(dataset_name, weighting, configuration, fold)
     settings = RunSettings(
         configuration=configuration, fold=fold, plans=plans, weighting=weighting, batch_size=batch_size,
-        image_size=None if image_size is None else tuple(image_size), layout=layout, lr=lr,
+        image_size=None if image_size is None else tuple(image_size), layout=layout, mode=mode, lr=lr,
         weight_decay=weight_decay, features=tuple(features), time_dim=time_dim, warmup_steps=warmup_steps,
         r_max=r_max, w_min=w_min, w_max=w_max, beta=beta, lambda_delta=lambda_delta, lambda_dice=lambda_dice,
         seed=seed, ema=ema, empty_slice_fraction=empty_slice_fraction, grad_clip=grad_clip)
@@ -176,7 +178,8 @@ class Trainer:
         s = settings
         divisor = 2 ** (len(s.features) - 1)
         self.data = load_training_data(dataset, s.configuration, s.fold, s.plans, s.image_size, s.layout, divisor,
-                                       s.empty_slice_fraction, s.seed, progress=progress and self.is_main)
+                                       s.empty_slice_fraction, s.seed, progress=progress and self.is_main,
+                                       mode=s.mode)
         # recorded explicitly: a resumed run gets the same data
         self.settings = s = replace(s, image_size=tuple(self.data.layout.image_size))
         weighting = WeightingConfig(s.weighting, s.r_max, s.w_min, s.w_max, s.warmup_steps, s.beta, s.lambda_delta,
@@ -200,11 +203,12 @@ class Trainer:
 
     def restore(self, checkpoint: dict) -> None:
         """Continue from ``checkpoint_latest.pth``: weights, optimizer, EMA, step, log, snapshots, RNG states."""
-        layout = checkpoint["generator"]["layout"]
-        if layout["image_size"] != self.data.layout.image_size or layout["labels"] != self.data.layout.labels:
-            raise InputError(f"{self.folder / 'checkpoint_latest.pth'} was trained with image size "
-                             f"{layout['image_size']} and labels {layout['labels']}; the data now gives "
-                             f"{self.data.layout.image_size} and {self.data.layout.labels}")
+        layout, now = checkpoint["generator"]["layout"], self.data.layout
+        before = (layout.get("mode", WHOLE), layout["image_size"], layout["labels"])
+        if before != (now.mode, now.image_size, now.labels):
+            raise InputError(f"{self.folder / 'checkpoint_latest.pth'} was trained in mode {before[0]} with image "
+                             f"size {before[1]} and labels {before[2]}; the data now gives mode {now.mode}, "
+                             f"{now.image_size} and {now.labels}")
         self.generator.modules().load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint.get("grad_scaler") and self.amp:
@@ -235,21 +239,19 @@ class Trainer:
     def _maybe_snapshot(self):
         due = self.step in snapshot_steps(self.snapshot_count, self.iterations)
         if self.is_main and due and self.step not in self.snapshots["steps"]:
-            index = torch.tensor(self.snapshot_items)
-            onehot, fg = self.sampler.dataset.masks(self.data.segmentations[index])
+            images, condition, fg = self.sampler.fixed(self.snapshot_items, self.device)
             self.snapshots["steps"].append(self.step)
-            self.snapshots["maps"].append(weight_maps(self.generator, self.scheduler,
-                                                      self.data.images[index].to(self.device),
-                                                      onehot.to(self.device), fg.to(self.device), self.step))
+            self.snapshots["maps"].append(weight_maps(self.generator, self.scheduler, images, condition, fg,
+                                                      self.step))
 
     # -- the loop -------------------------------------------------------------------------------------------------
 
     def _train_step(self) -> dict:
         s = self.settings
-        images, masks, fg = self.sampler.batch(self.step, self.rank, self.world_size, self.device)
+        images, condition, fg = self.sampler.batch(self.step, self.rank, self.world_size, self.device)
         g = torch.Generator(device=self.device).manual_seed((s.seed * 1_000_003 + self.step) * 4099 + self.rank)
         loss, parts = training_step(self.net, self.generator.weighting, self.scheduler, self.optimizer, self.scaler,
-                                    self.params, images, masks, fg, self.step, g, s.grad_clip, self.ema, s.ema)
+                                    self.params, images, condition, fg, self.step, g, s.grad_clip, self.ema, s.ema)
         zero = torch.zeros((), device=loss.device)
         values = torch.stack([loss, parts["denoising"], parts.get("delta", zero), parts.get("dice", zero)]).float()
         if self.world_size > 1:
@@ -328,7 +330,7 @@ class Trainer:
         plot_loss_curves(self.log, self.folder / "loss_curves.png",
                          f"LAW training ({self.settings.weighting}), {self.data.dataset_name}")
         write_weight_maps(self.folder, self.snapshots["steps"], self.snapshots["maps"],
-                          (self.data.segmentations[self.snapshot_items] > 0).numpy(), items,
+                          self.sampler.fixed(self.snapshot_items)[2][:, 0].numpy() > 0, items,
                           self.generator.weighting)
 
     def _write_log_header(self, start: int) -> None:
@@ -337,7 +339,8 @@ class Trainer:
                  + (f"resumed at step {start}" if start else "new training"),
                  f"dataset {d.dataset_name}, configuration {d.configuration}, plans {s.plans}, fold "
                  f"{s.fold if s.fold is not None else 'none (all training cases)'}",
-                 f"layout {d.layout.extra['layout']} (dim {d.layout.dim}, size {d.layout.image_size}, slice axis "
+                 f"layout {d.layout.extra['layout']}, mode {d.layout.mode} (dim {d.layout.dim}, size "
+                 f"{d.layout.image_size}, slice axis "
                  f"{d.layout.slice_axis}), labels {d.layout.labels}, {len(d.cases)} cases -> {len(d)} training "
                  f"images, {len(d.validation_cases)} validation cases excluded",
                  f"weighting {s.weighting}: {self.generator.weighting}",

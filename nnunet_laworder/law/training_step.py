@@ -29,18 +29,18 @@ class TrainingNet(nn.Module):
         self.denoiser = denoiser
         self.head = head if with_head else None
 
-    def forward(self, noisy: torch.Tensor, masks: torch.Tensor, timesteps: torch.Tensor):
+    def forward(self, noisy: torch.Tensor, condition: torch.Tensor, timesteps: torch.Tensor):
         """(predicted noise, delta logits or None, Dice logits or None)."""
-        eps, features = self.denoiser(noisy, masks, timesteps)
+        eps, features = self.denoiser(noisy, condition, timesteps)
         if self.head is None:
             return eps, None, None
-        delta, dice = self.head(features, masks, self.denoiser.embed_time(timesteps))
+        delta, dice = self.head(features, condition, self.denoiser.embed_time(timesteps))
         return eps, delta, dice
 
 
 def training_step(net: nn.Module, weighting: WeightingConfig, scheduler: DDPMScheduler,
                   optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: List[nn.Parameter],
-                  images: torch.Tensor, masks: torch.Tensor, foreground: torch.Tensor, step: int,
+                  images: torch.Tensor, condition: torch.Tensor, foreground: torch.Tensor, step: int,
                   generator: Optional[torch.Generator] = None, grad_clip: float = 1.0,
                   ema: Optional[nn.Module] = None, ema_decay: float = 0.999) -> Tuple[torch.Tensor, dict]:
     """One optimisation step of ``net`` (a :class:`TrainingNet`, maybe in DDP) on a batch; returns the detached
@@ -52,7 +52,7 @@ def training_step(net: nn.Module, weighting: WeightingConfig, scheduler: DDPMSch
     """
     noisy, noise, timesteps = noisy_batch(scheduler, images, generator)
     with torch.autocast(images.device.type, enabled=scaler.is_enabled()):
-        eps, delta, dice = net(noisy, masks, timesteps)
+        eps, delta, dice = net(noisy, condition, timesteps)
     loss, parts = law_loss(weighting, noise, eps.float(), foreground, None if delta is None else delta.float(),
                            None if dice is None else dice.float(), step)
     optimizer.zero_grad(set_to_none=True)
@@ -70,7 +70,7 @@ def training_step(net: nn.Module, weighting: WeightingConfig, scheduler: DDPMSch
     return loss.detach(), parts
 
 
-def weight_maps(generator: LAWGenerator, scheduler: DDPMScheduler, images: torch.Tensor, onehot: torch.Tensor,
+def weight_maps(generator: LAWGenerator, scheduler: DDPMScheduler, images: torch.Tensor, condition: torch.Tensor,
                 foreground: torch.Tensor, step: int, timesteps: Sequence[int] = SNAPSHOT_TIMESTEPS) -> np.ndarray:
     """Per-pixel weights (K, *size) of K fixed items at ``step``, averaged over fixed ``timesteps`` and noise."""
     device = images.device
@@ -84,8 +84,8 @@ def weight_maps(generator: LAWGenerator, scheduler: DDPMScheduler, images: torch
             t_batch = torch.full((len(images),), t, device=device, dtype=torch.long)
             noise = torch.randn(images.shape, generator=g, device=device)
             noisy = scheduler.add_noise(images, noise, t_batch)
-            _, features = denoiser(noisy, onehot, t_batch)
-            delta, _ = head(features, onehot, denoiser.embed_time(t_batch))
+            _, features = denoiser(noisy, condition, t_batch)
+            delta, _ = head(features, condition, denoiser.embed_time(t_batch))
             total += loss_weights(generator.weighting, foreground, delta.float(), step)
     denoiser.train(was_training), head.train(was_training)
     return (total / len(timesteps))[:, 0].cpu().numpy()
