@@ -9,11 +9,10 @@ validation Dice case for case on fold 0, the fold whose validation cases the gen
 Reuses what the other reproduction scripts left in the same work folder. Writes
 ``WORK/results/downstream.{md,json}``.
 """
-from reproduction import LAW_IDS, REAL_ID, Reproduction, parse_args
+from reproduction import LAW_IDS, REAL_ID, ROW_HEADER, Reproduction, downstream_row, parse_args, row_line
 
 PAPER = {"real": 78.3, "real + LAW": 83.2}
 ROWS = ["ORDER", "nnU-Net default"]
-POLYP = "polyp"  # the label name the Kvasir-SEG converter writes
 
 
 def main(argv=None) -> int:
@@ -25,18 +24,8 @@ def main(argv=None) -> int:
     r.run(r.preprocess_stages(synthetic))  # the real dataset's plans, transferred by law synthesize
     r.run(r.train_stages(synthetic, ROWS))
     real, mixed = r.compare(REAL_ID, ROWS, "downstream_real"), r.compare(synthetic, ROWS, "downstream_law")
-    lines = ["| segmenter | Dice, real only | Dice, real + LAW | change (points) | cases improved |",
-             "|---|---:|---:|---:|---:|"]
-    rows = {}
-    for name, a, b in zip(ROWS, real["models"], mixed["models"]):
-        dice_a, dice_b = a["foreground_mean"]["Dice"]["folds"]["mean"], b["foreground_mean"]["Dice"]["folds"]["mean"]
-        per_a = {c["case"]: c["Dice"][POLYP] for c in a["per_case"]}
-        per_b = {c["case"]: c["Dice"][POLYP] for c in b["per_case"]}
-        assert set(per_a) == set(per_b), "the real validation cases must be the same in both datasets"
-        improved = sum(per_b[c] > per_a[c] for c in per_a)
-        rows[name] = {"real": dice_a, "real_law": dice_b, "improved_cases": improved, "cases": len(per_a)}
-        lines.append(f"| {name} | {100 * dice_a:.1f} | {100 * dice_b:.1f} | {100 * (dice_b - dice_a):+.1f} | "
-                     f"{improved} / {len(per_a)} |")
+    rows = {name: downstream_row(a, b) for name, a, b in zip(ROWS, real["models"], mixed["models"])}
+    lines = ROW_HEADER + [row_line(name, row) for name, row in rows.items()]
     lines += ["", f"Paper (its segmenter, its data scale): {PAPER['real']} -> {PAPER['real + LAW']}.", "",
               "![real only](downstream_real_compare.png)", "", "![real + LAW](downstream_law_compare.png)"]
     r.write_table("downstream", "Downstream: real only vs real + LAW synthetic", lines, {"rows": rows, "paper": PAPER})

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
+from nnunet_laworder.evaluation.paired import paired_difference
 from nnunet_laworder.training.discovery import trainer_folder
 from nnunet_laworder.workflow import Stage, run_stage
 
@@ -31,6 +32,33 @@ CONFIGURATION = "2d"
 # the segmenters of the comparison: (configuration, trainer without its schedule suffix)
 SEGMENTERS = {"nnU-Net default": ("2d", "nnUNetTrainer"), "ORDER": ("2d_order", "nnUNetTrainerORDER"),
               "MK-UNet": ("2d_mkunet", "nnUNetTrainerMKUNet")}
+
+
+POLYP = "polyp"  # the label name the Kvasir-SEG converter writes
+
+
+def downstream_row(real: dict, mixed: dict) -> dict:
+    """Real only vs real + synthetic for one segmenter (its two ``compare`` model entries): the mean Dice of each,
+    the cases improved, and the paired difference on the same real validation cases (95% bootstrap interval)."""
+    per_real = {c["case"]: c["Dice"][POLYP] for c in real["per_case"]}
+    per_mixed = {c["case"]: c["Dice"][POLYP] for c in mixed["per_case"]}
+    assert set(per_real) == set(per_mixed), "the real validation cases must be the same in both datasets"
+    paired = paired_difference(per_real, per_mixed)
+    return {"real": real["foreground_mean"]["Dice"]["folds"]["mean"],
+            "real_law": mixed["foreground_mean"]["Dice"]["folds"]["mean"],
+            "improved_cases": paired["improved"], "improved_or_equal": paired["improved"] + paired["equal"],
+            "cases": len(per_real), "paired": paired}
+
+
+def row_line(name: str, row: dict) -> str:
+    p = row["paired"]
+    return (f"| {name} | {100 * row['real']:.1f} | {100 * row['real_law']:.1f} | {100 * p['mean_diff']:+.1f} "
+            f"[{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] | {row['improved_cases']} / {row['cases']} "
+            f"({row['improved_or_equal']} improved or equal) |")
+
+
+ROW_HEADER = ["| segmenter | Dice, real only | Dice, real + LAW | paired change, points [95% CI] | cases improved |",
+              "|---|---:|---:|---:|---:|"]
 
 
 def law_name(weighting: str) -> str:
@@ -220,25 +248,27 @@ class Reproduction:
 
     def law_stages(self, weighting: str) -> List[Tuple[Stage, Optional[Path]]]:
         """LAW with one weighting: the generator on the first fold's training cases only, then its real +
-        synthetic dataset (the first fold is the clean comparison: its validation cases shaped nothing), each
-        case through the quality gate of the real-only ORDER model of that fold (train it first)."""
-        d, fold, out = str(REAL_ID), str(self.scale.folds[0]), LAW_IDS[weighting]
-        judge_configuration, judge_trainer = SEGMENTERS[JUDGE][0], self.scale.trainer(SEGMENTERS[JUDGE][1])
+        synthetic dataset (the first fold is the clean comparison: its validation cases shaped nothing)."""
+        d, fold = str(REAL_ID), str(self.scale.folds[0])
         run = (self.work / "nnUNet_results" / self.dataset(REAL_ID) / f"LAW__{weighting}__{CONFIGURATION}" /
                f"fold_{fold}")
         train = ["nnunet-laworder", "law", "train", "-d", d, "-c", CONFIGURATION, "-f", fold, "--weighting", weighting,
                  *self.scale.law_train, "-device", self.device, "--no-progress"]
         if (run / "checkpoint_latest.pth").exists():
             train.append("--resume")
-        return [
-            (Stage(f"LAW train ({weighting})", train), run / "checkpoint_final.pth"),
-            (Stage(f"LAW synthesize ({weighting})",
-                   ["nnunet-laworder", "law", "synthesize", "-d", d, "-o", str(out), "--name", law_name(weighting),
-                    "-f", fold, "--weighting", weighting, "--num", str(self.scale.synthetic), "--steps",
-                    str(self.scale.sampling_steps), "--judge", judge_configuration, "-tr", judge_trainer,
-                    "-device", self.device, "--no-progress"]),
-             self.work / "nnUNet_raw" / f"Dataset{out:03d}_{law_name(weighting)}" / "dataset.json"),
-        ]
+        return [(Stage(f"LAW train ({weighting})", train), run / "checkpoint_final.pth"),
+                self.synthesize_stage(weighting, LAW_IDS[weighting], law_name(weighting), self.scale.synthetic)]
+
+    def synthesize_stage(self, weighting: str, output_id: int, name: str, num: int) -> Tuple[Stage, Path]:
+        """``law synthesize`` of ``num`` cases from the weighting's generator into dataset ``output_id``, each case
+        through the quality gate of the real-only ORDER model of the first fold (train it first)."""
+        judge_configuration, judge_trainer = SEGMENTERS[JUDGE][0], self.scale.trainer(SEGMENTERS[JUDGE][1])
+        return (Stage(f"LAW synthesize ({weighting}, {num} cases -> {output_id})",
+                      ["nnunet-laworder", "law", "synthesize", "-d", str(REAL_ID), "-o", str(output_id), "--name",
+                       name, "-f", str(self.scale.folds[0]), "--weighting", weighting, "--num", str(num), "--steps",
+                       str(self.scale.sampling_steps), "--judge", judge_configuration, "-tr", judge_trainer,
+                       "-device", self.device, "--no-progress"]),
+                self.work / "nnUNet_raw" / f"Dataset{output_id:03d}_{name}" / "dataset.json")
 
     def models(self, segmenters: List[str]) -> Tuple[List[str], List[str]]:
         """The segmenters' configurations and trainers (with the scale's schedule), paired by position."""

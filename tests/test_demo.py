@@ -63,7 +63,8 @@ def test_demo_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
     assert law["fold"]["val"] == len(real_split[0]["val"])  # the real-only dataset's fold 0, case for case
     assert 0 <= law["layout_fidelity_synthetic"] <= 1 and 0.3 < law["layout_fidelity_real"] <= 1
     ratios = [w["lesion_to_background"] for w in law["weights"]]
-    assert ratios[0] == pytest.approx(1, abs=1e-5) and min(ratios[1:]) > 1.5  # uniform, then on the lesions
+    # the ratio prior up-weights the lesions from step 0; the learned map then moves the weights
+    assert ratios[0] > 1.2 and ratios[-1] != pytest.approx(ratios[0], abs=1e-3)
     for figure, min_height in (("predictions.png", 100 * N_TEST), ("training_curves.png", 200),
                                ("law_weight_maps.png", 400), ("law_grid.png", 200), ("law_loss_curves.png", 200)):
         with Image.open(report_dir / figure) as image:

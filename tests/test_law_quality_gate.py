@@ -173,3 +173,33 @@ def test_judge_check_names_what_is_missing(judge_model, judge):
         Judge.check(TrainedModel("949", JUDGE_CONFIGURATION, JUDGE_TRAINER))
     with pytest.raises(InputError, match=rf"the judge {judge.folder} does not segment label\(s\) \[2\]"):
         Judge.load(judge_model, torch.device("cpu"), [1, 2])
+
+
+@pytest.mark.slow
+def test_synthesize_through_the_gate(judge_model, law_kvasir, tmp_path, capsys):
+    """``law synthesize --judge``: every kept case carries its fidelity, a case whose draws all fail is left out,
+    and provenance and the printed line account for every draw."""
+    from law_fixtures import make_checkpoint
+    from nnunet_laworder.cli import main
+
+    checkpoint = make_checkpoint(law_kvasir, tmp_path / "checkpoint_final.pth", "2d", (32, 32), mode="inpaint")
+    gate = ["--judge", JUDGE_CONFIGURATION, "-tr", JUDGE_TRAINER, "--checkpoint", str(checkpoint), "--num", "3",
+            "--steps", "2", "-device", "cpu", "--no-progress"]
+    for output, threshold in ((940, "0"), (941, "1")):
+        assert main(["law", "synthesize", "-d", str(law_kvasir.dataset_id), "-o", str(output), *gate,
+                     "--min-fidelity", threshold, "--max-draws", "2"]) == 0
+        printed = capsys.readouterr().out
+        folder = next(law_kvasir.folders["nnUNet_raw"].glob(f"Dataset{output}_*"))
+        provenance = json.loads((folder / "provenance.json").read_text())
+        summary, cases = provenance["gate"], provenance["cases"]
+        assert summary["judge"]["trainer"] == JUDGE_TRAINER and summary["min_fidelity"] == float(threshold)
+        written = sorted(p.name[:-len("_0000.png")] for p in (folder / "imagesTr").glob("law_*"))
+        assert written == sorted(cases) and summary["accepted"] == len(cases)
+        assert all(e["gate"]["fidelity"] >= float(threshold) for e in cases.values())
+        draws = summary["accepted"] + summary["rejected"]
+        assert f"{summary['accepted']} of {draws} draws accepted" in printed
+        if threshold == "0":  # everything passes at its first draw
+            assert len(cases) == 3 and summary["rejected"] == 0 and summary["acceptance_rate"] == 1
+            assert all(e["gate"]["draws"] == 1 and e["draw"] == 0 for e in cases.values())
+        else:  # no noise window makes a perfect lesion: both draws of every case fail, no case is kept
+            assert cases == {} and summary["rejected_cases"] == 3 and summary["rejected"] == 6

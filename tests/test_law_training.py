@@ -408,8 +408,9 @@ def test_hippocampus_trains_in_3d_and_samples(law_hippocampus):
     from nnunet_laworder.law.diffusion import sample, sampling_scheduler, training_scheduler
     from nnunet_laworder.law.generator import load_checkpoint
 
-    assert law("-d", law_hippocampus.dataset_id, "-c", "3d_fullres", "--iterations", 3, "--features", 8, 16,
-               "--batch-size", 2, "-device", "cpu", "--no-progress", "--snapshots", 2) == 0
+    # the paper's whole-image mode (the inpainting default is covered by test_law_inpainting.py and the runs above)
+    assert law("-d", law_hippocampus.dataset_id, "-c", "3d_fullres", "--mode", "whole", "--iterations", 3,
+               "--features", 8, 16, "--batch-size", 2, "-device", "cpu", "--no-progress", "--snapshots", 2) == 0
     folder = run_dir(law_hippocampus, configuration="3d_fullres")
     generator, extra = load_checkpoint(folder / "checkpoint_final.pth")
     layout = generator.layout

@@ -15,9 +15,9 @@ from nnunet_laworder.errors import InputError
 from nnunet_laworder.workflow import NNUNET_FOLDERS, Stage, export_lines, nnunet_variables, run_stage
 
 DEFAULT_TRAINER = "nnUNetTrainerORDER_cpu"
-# The LAW stage, sized for a few CPU minutes: a small generator at 32x32 (learning rate raised for the short run),
-# trained on fold 0's training cases only, writes 16 synthetic cases into a new dataset
-LAW_TRAIN_OPTIONS = ["--iterations", "600", "--batch-size", "16", "--image-size", "32", "32", "--features", "16", "32",
+# The LAW stage, sized for a few CPU minutes: a small generator inpainting 48x48 lesion windows (learning rate raised
+# for the short run), trained on fold 0's training cases only, writes 16 synthetic cases into a new dataset
+LAW_TRAIN_OPTIONS = ["--iterations", "600", "--batch-size", "16", "--image-size", "48", "48", "--features", "16", "32",
                      "64", "--lr", "1e-3", "--warmup-steps", "100", "--save-every", "200"]
 LAW_SYNTHETIC_CASES = 16
 LAW_SAMPLING_STEPS = 25

@@ -88,8 +88,8 @@ def plot_predictions(paths: DemoPaths, cases: List[dict], out: Path) -> None:
 
 
 def lesion_weight_ratios(weight_maps: Path) -> List[dict]:
-    """Per weight-map snapshot: mean LAW weight on lesion pixels / on background pixels of the fixed masks
-    (1 at step 0, where the weights are uniform)."""
+    """Per weight-map snapshot: mean LAW weight on lesion pixels / on background pixels of the fixed masks (the
+    ratio prior's at step 0, before the learned map has warmed up)."""
     snapshots = np.load(weight_maps)
     lesion = snapshots["masks"] > 0
     return [{"step": int(step), "lesion_to_background": float(maps[lesion].mean() / maps[~lesion].mean())}
@@ -124,11 +124,11 @@ def law_markdown(law: dict) -> List[str]:
         f"cases. Its fold {FOLD} trains on {fold['train']} cases ({fold['train_synthetic']} synthetic) and validates on "
         f"{fold['val']} real cases ({fold['val_synthetic']} synthetic), the same real cases as the real-only dataset.",
         "",
-        f"- mean LAW weight on lesion / on background pixels: {weights} (uniform at step 0, then on the lesions)",
+        f"- mean LAW weight on lesion / on background pixels: {weights} (the ratio prior at step 0, then prior x the learned map of where the denoiser errs)",
         f"- layout fidelity (Dice between the conditioning mask and the ORDER model's prediction on the image): "
         f"**{law['layout_fidelity_synthetic']:.3f}** on synthetic images, {law['layout_fidelity_real']:.3f} on real "
-        f"ones. The demo's generator trains for a few CPU minutes at 32x32 pixels; `law train`'s defaults (20,000 "
-        f"steps at 128x128) are sized for a GPU.",
+        f"ones. The demo's generator inpaints 48x48 lesion windows at the images' own resolution and trains for a "
+        f"few CPU minutes; `law train`'s defaults (20,000 steps, 128x128 windows) are sized for a GPU.",
         "",
         "![weight maps](law_weight_maps.png)",
         "",

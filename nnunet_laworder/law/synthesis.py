@@ -1,27 +1,36 @@
 """``nnunet-laworder law synthesize``: a new nnU-Net raw dataset = the real cases + LAW synthetic cases, with the
-split nnU-Net will use. Usage::
+split nnU-Net will use and the real dataset's plans. Usage::
 
-    nnunet-laworder law synthesize -d 901 -o 911                      # Dataset911_<source name>LAW
+    nnunet-laworder law synthesize -d 901 -o 911 -f 0 --judge 2d_order -tr nnUNetTrainerORDER   # Dataset911_<name>LAW
     nnunet-laworder law synthesize -d 901 -o 911 -f 0 --num 500 --sampler dpm --steps 25 -device cuda
-    nnUNetv2_plan_and_preprocess -d 911 -c 2d                          # then train as the real-only dataset
-    nnUNetv2_train 911 2d 0
+    nnUNetv2_preprocess -d 911 -plans_name nnUNetPlans -c 2d         # the source's plans: no re-planning
+    nnUNetv2_train 911 2d_order 0 -tr nnUNetTrainerORDER
 
 **Conditioning.** Only the masks of the generator's *training* cases (the checkpoint records them: every training
 case, or fold F's training cases for ``law train -f F``), never a validation or test mask. Synthetic case ``i`` takes
-source mask ``i mod n`` of a seeded permutation of those ``n`` cases (a new permutation every ``n`` cases), moves it
-to a new layout with a random transform of :mod:`nnunet_laworder.law.transforms` (flips, rotations, scaling,
-elastic deformation; nearest neighbour; draws that lose a structure are rejected) at the source's own size, then
-brings it to the generator's size as training did (2D: resized to ``layout.image_size``; small 3D: padded / cropped
-to the box) and samples the image (DDIM, 50 steps by default) from a noise seed of its own. Everything about case
-``i`` is a function of ``(--seed, i)``, the checkpoint, the sampler and the steps; ``provenance.json`` records it.
+source case ``i mod n`` of a seeded permutation of those ``n`` cases (a new permutation every ``n`` cases) and moves
+its mask to a new layout with a random transform of :mod:`nnunet_laworder.law.transforms` (flips, rotations,
+scaling, elastic deformation; nearest neighbour; draws that lose a structure are rejected). Everything about case
+``i`` is a function of ``(--seed, i, draw)``, the checkpoint, the sampler and the steps; ``provenance.json`` records
+it.
 
-**Shapes.** Images go back to the dataset's intensities (``normaliser.inverse``). 2D cases are written *at the
-source case's size* (the generated image is resized back, bilinear; the label is the transformed source mask
-itself); small 3D volumes as the generator's box. **Slice-wise 3D generators** (``law train --layout slices``, e.g.
-KiTS CT): a source is one foreground slice of a training volume along ``layout.slice_axis``; the synthetic case is a
-volume of *one slice* at the source's in-plane size. nnU-Net's 3D configurations cannot learn from one-slice
-volumes; train the new dataset's ``2d`` configuration (which sees every case slice by slice). File formats and pixel
-types: :mod:`~nnunet_laworder.law.case_writer`.
+**Inpainting generators** (``law train --mode inpaint``, the default; :mod:`~nnunet_laworder.law.inpainting`): a
+window of the generator's size around the source's lesion, at the source's resolution, gets the transformed mask;
+the old and new lesion (dilated) are repainted given the real surroundings, and the window goes back into the
+source image: every pixel outside the hole is the source's, the label is the source's outside the window and the
+transformed mask inside. **Whole-image generators** (``--mode whole``, the paper's): the transformed mask is brought
+to the generator's size as training did (2D: resized; small 3D: padded / cropped to the box) and the whole image is
+sampled; 2D cases are resized back to the source's size (the label is the transformed mask itself), small 3D
+volumes stay the generator's box. Images go back to the dataset's intensities (``normaliser.inverse``).
+**Slice-wise 3D generators** (``law train --layout slices``, e.g. KiTS CT): a source is one foreground slice of a
+training volume along ``layout.slice_axis``; the synthetic case is a volume of *one slice* at the source's in-plane
+size. nnU-Net's 3D configurations cannot learn from one-slice volumes; train the new dataset's ``2d``
+configuration. File formats and pixel types: :mod:`~nnunet_laworder.law.case_writer`.
+
+**Quality gate** (``--judge CONFIGURATION -tr TRAINER``, :mod:`~nnunet_laworder.law.quality_gate`): a model trained
+on the real dataset (fold ``-f``) segments each case as written; the case is kept when the Dice with its label
+reaches ``--min-fidelity``, else a new draw is sampled, up to ``--max-draws``; a case whose draws all fail is left
+out. Provenance records each case's fidelity and the rejected draws; the command prints the acceptance rate.
 
 **Resumable** (:mod:`~nnunet_laworder.law.case_cache`): finished cases wait in a hidden cache; a rerun samples only
 what is missing. **Atomic** (:mod:`~nnunet_laworder.law.dataset_assembly`): the dataset appears in one rename, with
