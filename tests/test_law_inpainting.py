@@ -140,6 +140,25 @@ def test_3d_inpainting_keeps_the_volume(law_hippocampus, tmp_path):
         assert image.shape == real.shape and np.array_equal(image[outside], real[outside])
 
 
+def test_slicewise_inpainting_writes_the_source_slice_back(law_hippocampus, tmp_path):
+    """KiTS-like slice-wise generators (here Hippocampus slices along axis 0): a one-slice volume, the source
+    slice outside the window."""
+    import SimpleITK as sitk
+
+    checkpoint = make_checkpoint(law_hippocampus, tmp_path / "slices.pth", "3d_fullres", (16, 16), slice_axis=0,
+                                 mode=INPAINT)
+    assert synthesize("-d", 902, "-o", 934, "--checkpoint", checkpoint, "--num", 2, "--steps", 2) == 0
+    folder = dataset_folder(law_hippocampus, 934)
+    for case, entry in json.loads((folder / "provenance.json").read_text())["cases"].items():
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "imagesTr" / f"{case}_0000.nii.gz")))
+        real = sitk.GetArrayFromImage(sitk.ReadImage(
+            str(law_hippocampus.raw / "imagesTr" / f"{entry['source_case']}_0000.nii.gz")))[entry["source_slice"]]
+        assert image.shape == (1, *real.shape)
+        outside = np.ones(real.shape, bool)
+        outside[tuple(slice(a, b) for a, b in entry["transform"]["window"])] = False
+        assert np.array_equal(image[0][outside], real[outside])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # bad input: one line, before any work
 
