@@ -4,7 +4,7 @@ validation cases (the fold whose cases the generator never saw). The synthetic c
 script's LAW generator, through the same quality gate; every dataset keeps the real dataset's plans.
 
     python benchmarks/reproduce_law_ratio.py                      # reduced scale, CPU (after reproduce_downstream)
-    python benchmarks/reproduce_law_ratio.py --segmenters ORDER "nnU-Net default"
+    python benchmarks/reproduce_law_ratio.py --segmenters ORDER "nnU-Net default" --ratios 0.25 0.5
 
 Writes ``WORK/results/law_ratio.{md,json}``.
 """
@@ -20,6 +20,7 @@ def main(argv=None) -> int:
 
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--segmenters", nargs="+", default=["ORDER"])
+    extra.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS), choices=list(RATIOS))
     known, rest = extra.parse_known_args(argv)
     r = Reproduction.from_args(parse_args(__doc__.split("\n")[0], rest), "reproduce_law_ratio")
     r.scale = type(r.scale)(**{**r.scale.__dict__, "folds": r.scale.folds[:1]})  # the clean fold only
@@ -29,7 +30,8 @@ def main(argv=None) -> int:
     n_real = len(splits[r.scale.folds[0]]["train"])
     real = r.compare(REAL_ID, known.segmenters, "law_ratio_real")
     rows, lines = {}, ["| synthetic / real | synthetic cases kept | " + ROW_HEADER[0][2:], "|---:|---:|" + ROW_HEADER[1][1:]]
-    for ratio, dataset_id in RATIOS.items():
+    for ratio in known.ratios:
+        dataset_id = RATIOS[ratio]
         name = f"{law_name('law')}{int(100 * ratio)}"
         r.run([r.synthesize_stage("law", dataset_id, name, max(1, round(ratio * n_real)))])
         r.run(r.preprocess_stages(dataset_id))

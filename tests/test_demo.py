@@ -63,8 +63,9 @@ def test_demo_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
     assert law["fold"]["val"] == len(real_split[0]["val"])  # the real-only dataset's fold 0, case for case
     assert 0 <= law["layout_fidelity_synthetic"] <= 1 and 0.3 < law["layout_fidelity_real"] <= 1
     ratios = [w["lesion_to_background"] for w in law["weights"]]
-    # the ratio prior up-weights the lesions from step 0; the learned map then moves the weights
-    assert ratios[0] > 1.2 and ratios[-1] != pytest.approx(ratios[0], abs=1e-3)
+    # step 0 is the ratio prior (never below 1 on the lesion; 1 where the lesion fills half the window or more),
+    # then the learned map moves the weights
+    assert ratios[0] >= 1 - 1e-5 and ratios[-1] != pytest.approx(ratios[0], abs=1e-3)
     for figure, min_height in (("predictions.png", 100 * N_TEST), ("training_curves.png", 200),
                                ("law_weight_maps.png", 400), ("law_grid.png", 200), ("law_loss_curves.png", 200)):
         with Image.open(report_dir / figure) as image:
