@@ -16,6 +16,7 @@ Use in a test module::
 * ``law_kvasir``: 16 real Kvasir-SEG pairs, converted with ``nnunet-laworder convert kvasir-seg --max-size 96``
   (RGB png, 0/1 labels, longer side 96) and planned with ``nnUNetv2_plan_and_preprocess -c 2d -np 1``.
   No test split: all 16 are training cases. (About a minute on a 2-core CPU.)
+* ``one_torch_thread`` (autouse once imported), ``synthesize`` (the command in-process), ``dataset_folder``.
 * ``make_checkpoint``: a small untrained generator saved as ``law train`` saves it (``mode`` whole or inpaint).
 * ``law_hippocampus``: 10 MSD Hippocampus cases (3D MRI, labels 1 and 2, volumes ~35x50x35) planned with
   ``-c 3d_fullres -np 1``.
@@ -52,6 +53,32 @@ class PlannedDataset:
         """The case identifiers in labelsTr, sorted."""
         ending = ".png" if any(self.raw.glob("labelsTr/*.png")) else ".nii.gz"
         return sorted(p.name[:-len(ending)] for p in (self.raw / "labelsTr").glob(f"*{ending}"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is ~10x faster than two fighting for cores (and
+    deterministic). Autouse in every module that imports it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def synthesize(*argv) -> int:
+    """``nnunet-laworder law synthesize ARGV -device cpu --no-progress`` in-process; its exit status."""
+    from nnunet_laworder.cli import main
+
+    return main(["law", "synthesize"] + [str(a) for a in argv] + ["-device", "cpu", "--no-progress"])
+
+
+def dataset_folder(planned, dataset_id: int) -> Path:
+    """The one raw dataset folder of ``dataset_id`` beside ``planned``'s."""
+    found = list(planned.folders["nnUNet_raw"].glob(f"Dataset{dataset_id:03d}_*"))
+    assert len(found) == 1, found
+    return found[0]
 
 
 @pytest.fixture(scope="module")

@@ -13,29 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from law_fixtures import law_folders, law_hippocampus, law_kvasir, make_checkpoint  # noqa: F401  (pytest fixtures)
+from law_fixtures import (dataset_folder, law_folders, law_hippocampus, law_kvasir, make_checkpoint,  # noqa: F401
+                          one_torch_thread, synthesize)
 from nnunet_laworder.cli import main
 from nnunet_laworder.law.data import BatchSampler, load_training_data
 from nnunet_laworder.law.inpainting import INPAINT, default_margin
 from nnunet_laworder.law.transforms import apply_transform
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def synthesize(*argv) -> int:
-    return main(["law", "synthesize"] + [str(a) for a in argv] + ["-device", "cpu", "--no-progress"])
-
-
-def dataset_folder(planned, dataset_id: int) -> Path:
-    found = sorted(planned.folders["nnUNet_raw"].glob(f"Dataset{dataset_id:03d}_*"))
-    assert len(found) == 1, found
-    return found[0]
 
 
 @pytest.fixture(scope="module")

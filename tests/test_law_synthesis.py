@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from law_fixtures import law_folders, law_hippocampus, law_kvasir, make_checkpoint  # noqa: F401  (pytest fixtures)
+from law_fixtures import (dataset_folder, law_folders, law_hippocampus, law_kvasir, make_checkpoint,  # noqa: F401
+                          one_torch_thread, synthesize)
 from nnunet_helpers import run
 from nnunet_laworder.cli import main
 from nnunet_laworder.law.transforms import (TransformConfig, apply_transform, identity, is_valid, label_counts,
@@ -28,29 +29,8 @@ from nnunet_laworder.law.transforms import (TransformConfig, apply_transform, id
 SYNTH = [sys.executable, "-m", "nnunet_laworder.cli", "law", "synthesize"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~10x faster than two fighting for cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def synthesize(*argv) -> int:
-    return main(["law", "synthesize"] + [str(a) for a in argv] + ["-device", "cpu", "--no-progress"])
-
-
-def dataset_folder(planned, dataset_id: int) -> Path:
-    found = list(planned.folders["nnUNet_raw"].glob(f"Dataset{dataset_id:03d}_*"))
-    assert len(found) == 1, found
-    return found[0]
 
 
 def synthetic_ids(folder: Path) -> list:

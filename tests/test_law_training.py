@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from law_fixtures import law_folders, law_hippocampus, law_kvasir  # noqa: F401  (pytest fixtures)
+from law_fixtures import law_folders, law_hippocampus, law_kvasir, one_torch_thread  # noqa: F401  (pytest fixtures)
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.cli import add_train_arguments, train_entrypoint
 from nnunet_laworder.law.data import BatchSampler, load_training_data
@@ -22,15 +22,6 @@ SMALL = ["-device", "cpu", "--image-size", "64", "64", "--features", "16", "32",
          "--no-progress"]
 TINY = ["-device", "cpu", "--image-size", "32", "32", "--features", "8", "16", "--batch-size", "2",
         "--no-progress"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine is small and shared: one intra-op thread is faster there, and deterministic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def law(*argv) -> int:

@@ -385,18 +385,19 @@ class BatchSampler:
                 if axes:
                     images[i] = images[i].flip([1 + a for a in axes])
                     segs[i] = segs[i].flip(axes)
-        holes = training_holes(self.masks(segs)[1], self.window, g) if self.data.layout.mode == INPAINT else None
-        images, segs = images[rank::world_size], segs[rank::world_size]
-        return self._conditioned(images, segs, None if holes is None else holes[rank::world_size], device)
+        onehot, fg = self.masks(segs)
+        holes = training_holes(fg, self.window, g) if self.data.layout.mode == INPAINT else None
+        share = slice(rank, None, world_size)
+        return self._conditioned(images[share], onehot[share], fg[share], None if holes is None else holes[share],
+                                 device)
 
     def fixed(self, index: Sequence[int], device=None):
         """(images, conditioning, union foreground) of fixed items (weight-map snapshots): the centre window and, for
         inpainting, the lesion dilated by the synthesis margin."""
         images, segs = self._windows(torch.as_tensor(index), None)
-        holes = None
-        if self.data.layout.mode == INPAINT:
-            holes = dilate(self.masks(segs)[1], default_margin(self.window))
-        return self._conditioned(images, segs, holes, device)
+        onehot, fg = self.masks(segs)
+        holes = dilate(fg, default_margin(self.window)) if self.data.layout.mode == INPAINT else None
+        return self._conditioned(images, onehot, fg, holes, device)
 
     def _windows(self, index: torch.Tensor, generator: Optional[torch.Generator]):
         """Images and labels of the items, cut to the window from their context crops (at random offsets, or
@@ -415,8 +416,8 @@ class BatchSampler:
         return (torch.stack([images[i][(slice(None), *box)] for i, box in enumerate(boxes)]),
                 torch.stack([segs[i][box] for i, box in enumerate(boxes)]))
 
-    def _conditioned(self, images, segs, holes, device):
-        onehot, fg = self.masks(segs)
+    @staticmethod
+    def _conditioned(images, onehot, fg, holes, device):
         condition = onehot if holes is None else conditioning(onehot, images, holes)
         if device is not None:
             images, condition, fg = images.to(device), condition.to(device), fg.to(device)

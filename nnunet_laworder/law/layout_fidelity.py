@@ -62,8 +62,9 @@ class TrainedModel:
         return validation_cases(preprocessed, self.folds[0]) or None
 
 
-def load_predictor(model: TrainedModel, device: torch.device):
-    """(nnU-Net's predictor with the model's weights, the model's folder)."""
+def load_predictor(model: TrainedModel, device: torch.device, labels: Sequence[int], role: str = "model"):
+    """(nnU-Net's predictor with the model's weights, the model's folder); the model must segment every one of the
+    synthetic cases' ``labels`` (an InputError naming it as ``role`` otherwise)."""
     folder = model.folder()
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=model.mirroring,
                                 perform_everything_on_device=device.type == "cuda", device=device,
@@ -77,6 +78,9 @@ def load_predictor(model: TrainedModel, device: torch.device):
             if "Could not find requested nnunet trainer" in str(e):
                 raise InputError(f"{e}\n(eval \"$(nnunet-laworder env)\" exports nnUNet_extTrainer)") from None
             raise
+    missing = sorted(set(int(v) for v in labels) - set(foreground_labels(predictor.dataset_json)))
+    if missing:
+        raise InputError(f"the {role} {folder} does not segment label(s) {missing} of the synthetic cases")
     return predictor, folder
 
 
@@ -123,10 +127,7 @@ def layout_fidelity(model: TrainedModel, synthetic: CaseSet, synthetic_cases: Li
                     real_cases: List[str], labels: Sequence[int], device: torch.device, max_cases: Optional[int],
                     progress: bool) -> dict:
     """The report's ``layout_fidelity`` section; at most ``max_cases`` synthetic and real cases (evenly spaced)."""
-    predictor, folder = load_predictor(model, device)
-    missing = sorted(set(labels) - set(foreground_labels(predictor.dataset_json)))
-    if missing:
-        raise InputError(f"the model {folder} does not segment label(s) {missing} of the synthetic dataset")
+    predictor, folder = load_predictor(model, device, labels)
     synthetic_cases, real_cases = even_subset(synthetic_cases, max_cases), even_subset(real_cases, max_cases)
     synthetic_dice = predict_dice(predictor, synthetic, synthetic_cases, labels, "segmenting synthetic", progress)
     real_dice = predict_dice(predictor, real, real_cases, labels, "segmenting real", progress)

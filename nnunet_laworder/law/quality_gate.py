@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from nnunet_laworder.errors import InputError
-from nnunet_laworder.law.generator import foreground_labels
 from nnunet_laworder.law.layout_fidelity import TrainedModel, dice_per_label, load_predictor
 
 MIN_FIDELITY_DEFAULT = 0.5  # chosen from measurement: see README
@@ -55,10 +54,7 @@ class Judge:
     @classmethod
     def load(cls, model: TrainedModel, device: torch.device, labels: Sequence[int]) -> "Judge":
         """The judge of ``model`` on ``device``, which must segment every one of ``labels``."""
-        predictor, folder = load_predictor(model, device)
-        missing = sorted(set(int(v) for v in labels) - set(foreground_labels(predictor.dataset_json)))
-        if missing:
-            raise InputError(f"the judge {folder} does not segment label(s) {missing} of the synthetic cases")
+        predictor, folder = load_predictor(model, device, labels, role="judge")
         return cls(predictor, folder, labels)
 
     def fidelity(self, image: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> float:
