@@ -1,11 +1,14 @@
 """CPU forward latency of ORDER, MK-UNet (T, base) and nnU-Net's default 2D U-Net for the 2D polyp patch.
 
-    python benchmarks/network_latency.py [--patch 256 256] [--repeats N] [--threads T] [--warmup W] [--json OUT]
+    python benchmarks/network_latency.py [--patch 256 256] [--repeats N] [--threads T [T ...]] [--warmup W]
+                                         [--json OUT]
 
 All networks are built for the same patch with nnU-Net's pooling (3 input channels, 2 classes; nnU-Net plans
 640 x 640 for Kvasir-SEG at full resolution, 256 x 256 is the default here) and timed in one run with
 interleaved repetitions: every repetition runs each network once, round-robin, so drift in machine load hits
-them all alike. Batch 1, eval mode, no grad. Prints a markdown table; ``--json`` also writes every timing.
+them all alike. Batch 1, eval mode, ``torch.inference_mode`` as nnU-Net's predictor runs it. ORDER is timed
+twice, with its fused inference forward and with the plain modules (``ORDER plain``). Prints a markdown table
+per thread count; ``--json`` also writes every timing.
 """
 import argparse
 import json
@@ -16,10 +19,12 @@ import torch
 
 from nnunet_laworder.evaluation.benchmark import cpu_name
 from nnunet_laworder.evaluation.complexity import build_network, count_gmacs, count_parameters, planned_topology
+from nnunet_laworder.networks.blocks import set_fast_inference
 
 INPUT_CHANNELS, NUM_CLASSES = 3, 2  # RGB endoscopy frames, background / polyp
-NETWORKS = (("ORDER", "order", None), ("MK-UNet T", "mkunet", "T"), ("MK-UNet base", "mkunet", "base"),
-            ("nnU-Net default", "nnunet", None))
+NETWORKS = (("ORDER", "order", None), ("ORDER plain", "order", None), ("MK-UNet T", "mkunet", "T"),
+            ("MK-UNet base", "mkunet", "base"), ("nnU-Net default", "nnunet", None))
+PLAIN = ("ORDER plain",)  # rows run with the fused inference forward off
 REFERENCE = "nnU-Net default"
 
 
@@ -28,7 +33,8 @@ def parse_args():
     parser.add_argument("--patch", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"))
     parser.add_argument("--repeats", type=int, default=30, help="timed repetitions per network")
     parser.add_argument("--warmup", type=int, default=3, help="untimed forward passes per network first")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
+                        help="torch intra-op thread counts, each timed in turn")
     parser.add_argument("--json", metavar="OUT", help="also write the settings and all timings here")
     return parser.parse_args()
 
@@ -42,7 +48,7 @@ def forward_seconds(net: torch.nn.Module, x: torch.Tensor) -> float:
 def time_interleaved(nets: dict, x: torch.Tensor, warmup: int, repeats: int) -> dict:
     """Seconds per forward pass for every network, repetitions interleaved round-robin after a warm-up."""
     times = {name: [] for name in nets}
-    with torch.no_grad():
+    with torch.inference_mode():
         for _ in range(warmup):
             for net in nets.values():
                 net(x)
@@ -71,22 +77,29 @@ def markdown_table(rows: dict) -> str:
 
 def main():
     args = parse_args()
-    torch.set_num_threads(args.threads)
     _, _, patch = planned_topology(2, args.patch)  # padded as nnU-Net pads it, so its U-Net can run it
-    nets = {name: build_network(arch, 2, INPUT_CHANNELS, NUM_CLASSES, patch, variant).eval()
-            for name, arch, variant in NETWORKS}
-    times = time_interleaved(nets, torch.randn(1, INPUT_CHANNELS, *patch), args.warmup, args.repeats)
-    rows = {name: {"parameters": count_parameters(net), "gmacs": count_gmacs(net, (INPUT_CHANNELS, *patch)),
-                   **summarize(times[name])} for name, net in nets.items()}
+    nets = {}
+    for name, arch, variant in NETWORKS:
+        nets[name] = build_network(arch, 2, INPUT_CHANNELS, NUM_CLASSES, patch, variant).eval()
+        set_fast_inference(nets[name], name not in PLAIN)
+    complexity = {name: {"parameters": count_parameters(net), "gmacs": count_gmacs(net, (INPUT_CHANNELS, *patch))}
+                  for name, net in nets.items()}
     settings = {"patch_size": list(patch), "input_channels": INPUT_CHANNELS, "num_classes": NUM_CLASSES,
-                "batch_size": 1, "threads": torch.get_num_threads(), "device": "cpu", "cpu": cpu_name(),
+                "batch_size": 1, "threads": args.threads, "device": "cpu", "cpu": cpu_name(),
                 "torch": torch.__version__, "warmup": args.warmup, "repeats": args.repeats}
-    print(f"CPU forward latency, patch {patch[0]} x {patch[1]}, batch 1, threads {settings['threads']}, "
-          f"{settings['cpu']}, {args.warmup} warm-up + {args.repeats} interleaved repetitions\n")
-    print(markdown_table(rows))
+    runs = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        times = time_interleaved(nets, torch.randn(1, INPUT_CHANNELS, *patch), args.warmup, args.repeats)
+        rows = {name: {**complexity[name], **summarize(times[name])} for name in nets}
+        runs[threads] = {"results": rows, "times_s": times}
+        print(f"CPU forward latency, patch {patch[0]} x {patch[1]}, batch 1, threads {threads}, "
+              f"{settings['cpu']}, {args.warmup} warm-up + {args.repeats} interleaved repetitions\n")
+        print(markdown_table(rows))
+        print(f"\nORDER plain / fused: {rows['ORDER plain']['median_ms'] / rows['ORDER']['median_ms']:.2f}x\n")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"settings": settings, "results": rows, "times_s": times}, f, indent=2)
+            json.dump({"settings": settings, "runs": runs}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Ablation: does ORDER's selective skip attention earn its place? ORDER, ORDER without attention (its backbone,
-otherwise identical), ORDER without the confidence gate, ORDER with wider attention (4x the tokens, twice the
+otherwise identical), ORDER with the paper's confidence gate (off by default since it measured 6.5 points lower
+here), ORDER with wider attention (4x the tokens, twice the
 width: the paper's compute budget), MK-UNet base and nnU-Net's default network on the same real folds, compared
 case for case (mean paired Dice difference, 95% bootstrap interval, cases improved).
 
@@ -11,12 +12,12 @@ case for case (mean paired Dice difference, 95% bootstrap interval, cases improv
 * **Equal training time**: every network gets about the iterations nnU-Net's default gets in the same wall clock:
   ``nnunet-laworder benchmark`` measures each training step side by side, and a network whose step is k times
   cheaper trains with the largest schedule variant of at most k times the iterations (``_cpu2x``, ``_cpu4x``).
-* **Runs**: nnU-Net draws its batches and augmentation at random, so one run of one fold is noisy (two runs of
-  the same script once differed by 7 Dice points). The ``--replicate`` networks (default: ORDER and its backbone,
-  the pair the ablation is about) train ``--runs`` times at equal iterations, the others once (a 2-core CPU has
-  no time for more). Each run is a copy of the plans (``nnUNetPlans_rK``, same preprocessed data) so nnU-Net keeps
-  each run's results apart; a case's Dice is the mean over a network's runs, and the paired statistics are over
-  cases.
+* **Runs**: one run of one fold is noisy (its initial weights, batches and augmentation: two runs once differed
+  by 7 Dice points). The ``--replicate`` networks (default: ORDER, its backbone and the gated variant) train
+  ``--runs`` times at equal iterations, the others once (a 2-core CPU has no time for more). Run k trains with
+  seed 12345 + k (``nnUNet_laworder_seed``) under a copy of the plans (``nnUNetPlans_rK``, same preprocessed
+  data), so nnU-Net keeps each run's results apart; a case's Dice is the mean over a network's runs, and the
+  paired statistics are over cases.
 
 Writes ``WORK/results/order_ablation.{md,json}`` (``paired``: ``{"A vs B": {"mean_diff", "ci95", "cases", ...}}``,
 ``rows``: Dice per network and budget, Dice as fractions) and ``order_ablation.png``.
@@ -30,19 +31,20 @@ import numpy as np
 from nnunet_laworder.evaluation import plots
 from nnunet_laworder.evaluation.compare import case_dice
 from nnunet_laworder.evaluation.paired import paired_difference
+from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED
 from reproduction import CONFIGURATION, REAL_ID, Reproduction, Stage, parse_args
 
 # name: (configuration, trainer without its schedule suffix)
 NETWORKS = {
     "ORDER": ("2d_order", "nnUNetTrainerORDER"),
     "ORDER without attention": ("2d_order_no-attention", "nnUNetTrainerORDER"),
-    "ORDER without gate": ("2d_order_no-gate", "nnUNetTrainerORDER"),
+    "ORDER with confidence gate": ("2d_order_confidence-gate", "nnUNetTrainerORDER"),
     "ORDER wide attention": ("2d_order_wide-attention", "nnUNetTrainerORDER"),
     "MK-UNet base": ("2d_mkunet", "nnUNetTrainerMKUNet"),
     "nnU-Net default": ("2d", "nnUNetTrainer"),
 }
 REFERENCE = "nnU-Net default"
-PAIRS = [("ORDER", "ORDER without attention"), ("ORDER", "ORDER without gate"),
+PAIRS = [("ORDER", "ORDER without attention"), ("ORDER with confidence gate", "ORDER"),
          ("ORDER wide attention", "ORDER without attention"), ("ORDER wide attention", "ORDER"),
          ("ORDER", "MK-UNet base"), ("ORDER", "nnU-Net default")]
 TIME_MULTIPLIERS = (1, 2, 4)  # the schedule variants that exist: _cpu, _cpu2x, _cpu4x
@@ -55,8 +57,9 @@ def parse(argv=None):
                                                                "scale, else 1); the others run once")
     extra.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS), metavar="NAME",
                        help=f"networks to train (default: all of {', '.join(NETWORKS)})")
-    extra.add_argument("--replicate", nargs="+", choices=list(NETWORKS), default=["ORDER", "ORDER without attention"],
-                       metavar="NAME", help="networks trained --runs times (default: ORDER and its backbone)")
+    extra.add_argument("--replicate", nargs="+", choices=list(NETWORKS),
+                       default=["ORDER", "ORDER without attention", "ORDER with confidence gate"], metavar="NAME",
+                       help="networks trained --runs times (default: ORDER, its backbone and the gated variant)")
     extra.add_argument("--equal-time", nargs="*", choices=list(NETWORKS), default=["ORDER"], metavar="NAME",
                        help="networks also trained for nnU-Net's default's wall clock (default: ORDER; none: "
                             "only equal iterations)")
@@ -85,8 +88,9 @@ def schedule_suffix(r: Reproduction, multiplier: int) -> str:
     return f"{r.scale.trainer_suffix}{multiplier}x"
 
 
-def train_stages(r: Reproduction, networks: Dict[str, int], plans: str):
-    """nnUNetv2_train of each network (name: iteration multiplier) and fold under ``plans``."""
+def train_stages(r: Reproduction, networks: Dict[str, int], plans: str, run: int):
+    """nnUNetv2_train of each network (name: iteration multiplier) and fold under ``plans``; run ``run`` draws its
+    own seed (the short schedules are seeded, so runs with one seed would be copies of each other)."""
     stages = []
     for name, multiplier in networks.items():
         configuration, base = NETWORKS[name]
@@ -94,8 +98,8 @@ def train_stages(r: Reproduction, networks: Dict[str, int], plans: str):
         for fold in r.scale.folds:
             folder = r.work / "nnUNet_results" / r.dataset(REAL_ID) / f"{trainer}__{plans}__{configuration}" / \
                 f"fold_{fold}"
-            command = ["nnUNetv2_train", str(REAL_ID), configuration, str(fold), "-tr", trainer, "-p", plans,
-                       "-device", r.device]
+            command = ["env", f"nnUNet_laworder_seed={SHORT_SCHEDULE_SEED + run}", "nnUNetv2_train", str(REAL_ID),
+                       configuration, str(fold), "-tr", trainer, "-p", plans, "-device", r.device]
             if (folder / "checkpoint_latest.pth").exists():
                 command.append("--c")
             stages.append((Stage(f"train {name} ({trainer}, {plans}) fold {fold}", command),
@@ -195,7 +199,7 @@ def main(argv=None) -> int:
     r.run(r.prepare_real())
     r.run([(Stage(f"ORDER {variant} configuration", ["nnunet-laworder", "plans", "-d", str(REAL_ID), "-c",
                                                      CONFIGURATION, "--arch", "order", "--variant", variant]), None)
-           for variant in ("no-attention", "no-gate", "wide-attention")])
+           for variant in ("no-attention", "confidence-gate", "wide-attention")])
     budgets = {"equal iterations": {name: 1 for name in names}}
     ratios = None
     if extra.equal_time and r.scale.name != "paper":  # paper scale: nnU-Net's full schedule for every network
@@ -211,7 +215,7 @@ def main(argv=None) -> int:
                 break
             plans = replicate_plans(r, run)
             # a network whose multiplier is 1 has been trained for equal iterations already: its stage is skipped
-            r.run(train_stages(r, trained, plans))
+            r.run(train_stages(r, trained, plans, run))
             runs.append(compare_run(r, trained, plans, f"order_ablation_{budget.split()[1]}_r{run}"))
         results[budget] = summarise(runs, networks)
     lines = [f"{n_runs} run(s) of {', '.join(extra.replicate)}, one of the others; the Dice of a case is its mean "

@@ -13,6 +13,7 @@ from nnunet_laworder.evaluation.models import pair_by_position
 
 DATASET_ID = 511
 CASES = 8
+SMOKE = "nnUNetTrainer_smoke"  # nnU-Net's default network on 2d, 3 x 8 iterations
 
 
 def test_options_pair_by_position_and_broadcast_a_single_value():
@@ -27,6 +28,14 @@ def test_options_pair_by_position_and_broadcast_a_single_value():
 def test_unknown_dataset_is_an_input_error(nnunet_dirs, capsys):
     assert main(["benchmark", "-d", "998", "-c", "2d", "-device", "cpu"]) == 2
     assert "dataset 998 not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value", [("--predict-cases", "0"), ("--predict-fold", "first")])
+def test_bad_predict_options_are_refused_before_any_work(nnunet_dirs, capsys, option, value):
+    # dataset 998 does not exist: the refusal comes before the dataset is even looked up
+    assert main(["benchmark", "-d", "998", "-c", "2d", "-device", "cpu", "--predict", option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert option in err and "998" not in err and "\n" not in err
 
 
 def planned_kvasir_subset(root: Path, dataset_id: int, cases: int, archs=("order", "mkunet")) -> dict:
@@ -118,3 +127,58 @@ def test_wrong_trainer_for_a_configuration_is_an_input_error(kvasir_plans, capsy
     assert "nnUNetTrainerORDER__nnUNetPlans__2d" in err and "nnunet-laworder plans" in err
     assert main(["benchmark", "-d", str(DATASET_ID), "-c", "3d_fullres", "-device", "cpu"]) == 2
     assert "no configuration '3d_fullres'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_needs_the_trained_model_before_anything_is_measured(kvasir_plans, capsys):
+    assert main(["benchmark", "-d", str(DATASET_ID), "-c", "2d_order", "-device", "cpu", "--no-memory",
+                 "--predict", "--predict-fold", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "nnUNetTrainerORDER__nnUNetPlans__2d_order/fold_3/checkpoint_final.pth not found" in err
+    assert "nnUNetv2_train" in err
+
+
+@pytest.fixture(scope="module")
+def smoke_model(kvasir_plans):
+    env, dirs, root = kvasir_plans
+    # augmentation in the training process: no worker start-up for a few iterations
+    run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", SMOKE, "-device", "cpu"],
+        dict(env, nnUNet_n_proc_DA="0"))
+    return kvasir_plans
+
+
+def files_under(folders) -> dict:
+    return {path: path.stat().st_mtime_ns for folder in folders for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.slow
+def test_benchmark_predict_times_nnunet_predict_per_case_with_and_without_mirroring(smoke_model):
+    env, dirs, root = smoke_model
+    out_json, out_png = root / "predict.json", root / "predict.png"
+    before = files_under(dirs.values())
+    result = run(["nnunet-laworder", "benchmark", "-d", str(DATASET_ID), "-c", "2d", "-tr", SMOKE, "-device", "cpu",
+                  "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-memory", "--predict",
+                  "--predict-cases", "3", "--json", str(out_json), "--png", str(out_png)], env)
+    assert files_under(dirs.values()) == before  # predictions went to a temporary folder only
+
+    report = json.loads(out_json.read_text())
+    (row,) = report["rows"]
+    assert row["is_reference"]  # 2d of nnUNetPlans, whatever its trainer: the ratios are 1
+    images = sorted(next(dirs["nnUNet_raw"].glob(f"Dataset{DATASET_ID}_*")).glob("imagesTr/*_0000.png"))
+    identifiers = [path.name[:-len("_0000.png")] for path in images]
+    predict = report["settings"]["predict"]
+    # 3 of the 8 cases, evenly spaced over the sorted names, and each of them timed once per setting
+    assert predict["cases"] == [identifiers[0], identifiers[2], identifiers[5]]
+    assert predict["fold"] == 0 and predict["warmup"] == 1
+    for setting, suffix in (("tta", ""), ("no_tta", "_no_tta")):
+        timing = row["predict_timing"][setting]
+        assert len(timing["samples"]) == 3 and min(timing["samples"]) > 0
+        assert row[f"predict_s_per_case{suffix}"] == timing["median"]
+        assert row[f"predict_s_total{suffix}"] == pytest.approx(sum(timing["samples"])) == timing["total"]
+        assert row["ratios"][f"predict_s_per_case{suffix}"] == 1
+    assert row["predict_mirror_axes"] == [0, 1]  # with TTA, nnU-Net mirrors both axes of the 2d model
+    # four mirrored forward passes per tile against one: a wide margin that machine load does not cross
+    assert row["predict_s_total_no_tta"] <= 1.5 * row["predict_s_total"]
+    assert "predict s/case, TTA | predict s/case, no TTA |" in result.stdout
+    assert f"{row['identifier']} **(reference)**" in result.stdout
+    assert out_png.stat().st_size > 10_000

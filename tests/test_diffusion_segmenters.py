@@ -6,6 +6,7 @@ labels 1 and 2). The slow tests train the smoke variants through ``nnUNetv2_trai
 predict with ``nnUNetv2_predict``.
 """
 import json
+import math
 import shutil
 
 import numpy as np
@@ -20,7 +21,8 @@ from torch import nn
 from law_fixtures import law_folders  # noqa: F401  (module-scoped nnU-Net folders, a pytest fixture)
 from nnunet_helpers import (copy_kvasir_subset, label_values, nnunet_env, run, train_losses,
                             validation_summary, write_msd_subset)
-from nnunet_laworder.networks.cdal import CDALDiscriminator, CDALNetwork, r1_penalty, vp_sde_betas
+from nnunet_laworder.networks.cdal import (CDALDiscriminator, CDALNetwork, attention_weights, r1_penalty,
+                                           vp_sde_betas, weighted_mse)
 from nnunet_laworder.networks.diffusion_segmentation import mask_state, probabilities_to_logits
 from nnunet_laworder.networks.spad import (SPADNetwork, SPADPerturbation, anchor_patches, boundary_band,
                                            progress_weight)
@@ -245,6 +247,134 @@ def test_cdal_discriminator_attention_and_r1(kvasir_dir):
     assert r1.item() > 0 and r1.requires_grad  # differentiable: the discriminator step minimises it
     r1.backward()
     assert disc.stem.weight.grad.abs().sum() > 0
+
+
+
+def test_cdal_attention_weights_by_hand():
+    disc = CDALDiscriminator(2, 3, nn.Conv2d, STRIDES_2D, attention_stage=1)
+    stage = torch.tensor([[[[0., 4.], [8., 12.]], [[0., 0.], [0., 4.]]]])  # channel mean [[0, 2], [4, 8]]
+    attention = disc.attention([torch.zeros(1, 2, 4, 4), stage], (4, 4))
+    # bilinear 2 -> 4 (half-pixel centres): each axis samples the 2 values at weights (1, 0), (.75, .25), (.25, .75),
+    # (0, 1); min-max normalisation divides by max - min = 8
+    upsampled = torch.tensor([[0., 0.5, 1.5, 2.], [1., 1.625, 2.875, 3.5], [3., 3.875, 5.625, 6.5], [4., 5., 7., 8.]])
+    torch.testing.assert_close(attention, (upsampled / 8)[None, None])
+    torch.testing.assert_close(attention_weights(attention, 0.5), (0.5 + upsampled / 16)[None, None])
+    assert attention_weights(attention, 0.0).eq(1).all()  # strength 0: the plain x0 MSE
+    flat = disc.attention([stage, torch.full((1, 2, 2, 2), 3.)], (4, 4))  # no contrast: no voxel is salient
+    assert flat.eq(0).all() and attention_weights(flat, 0.5).eq(0.5).all()
+
+
+def test_cdal_weighted_mse_by_hand():
+    x0 = torch.tensor([[[[1., -1.]], [[-1., 1.]]]])  # (1, 2 channels, 1, 2 voxels)
+    x0_hat = torch.tensor([[[[0., -1.]], [[-1., -1.]]]])  # squared errors summed over channels: 1 and 4
+    weights = torch.tensor([[[[0.5, 1.]]]])
+    torch.testing.assert_close(weighted_mse(x0_hat, x0, weights, torch.ones(1, 1, 1, 2)),
+                               torch.tensor((0.5 * 1 + 1 * 4) / (1.5 * 2)))
+    torch.testing.assert_close(weighted_mse(x0_hat, x0, weights, torch.tensor([[[[1., 0.]]]])),  # ignore label
+                               torch.tensor(0.5 * 1 / (0.5 * 2)))
+    torch.testing.assert_close(weighted_mse(x0_hat, x0, torch.ones(1, 1, 1, 2), torch.ones(1, 1, 1, 2)),
+                               nn.functional.mse_loss(x0_hat, x0))
+
+
+def test_cdal_training_input_is_the_samplers_q():
+    """The generator's training input x_{k+1} is q(x_{k+1} | x0) with the sampler's own coefficients, and the
+    sampler's posterior step from there, given the true x0, lands on q(x_k | x0): training and sampling walk one
+    chain."""
+    net = small(CDALNetwork, 3, 2, num_timesteps=2)
+    # VP SDE at T = 2 by hand: alpha_bar(s) = exp(-0.1 s - 9.95 s^2) at s = 1/2, 1
+    alpha_bar = torch.tensor([math.exp(-0.05 - 9.95 / 4), math.exp(-0.1 - 9.95)])
+    torch.testing.assert_close(net.sampler.alphas_cumprod, alpha_bar)
+    k = torch.tensor([0, 1])
+    x0 = torch.tensor([1., -1.]).view(1, 2, 1, 1).expand(2, 2, 3, 3)
+    zero, one = torch.zeros_like(x0), torch.ones_like(x0)
+
+    def per_sample(x):
+        return x[:, 0, 0, 0]
+
+    signal = per_sample(net.forward_pair(x0, k, zero, zero)[1])  # x0 channel 0 is 1
+    torch.testing.assert_close(signal, alpha_bar.sqrt())
+    torch.testing.assert_close(net.forward_pair(x0, k, zero, zero)[1], net.sampler.add_noise(x0, zero, k))
+    noise_var = (per_sample(net.forward_pair(zero, k, one, zero)[1]) ** 2
+                 + per_sample(net.forward_pair(zero, k, zero, one)[1]) ** 2)  # independent eps and eps'
+    torch.testing.assert_close(noise_var, 1 - alpha_bar)
+    # x_k of the real pair: x0 at k = 0, otherwise q(x_k | x0) with alpha_bar one level down
+    torch.testing.assert_close(per_sample(net.forward_pair(one, k, zero, zero)[0]),
+                               torch.tensor([1., alpha_bar[0].sqrt()]))
+
+    coef_x0 = per_sample(net.posterior_sample(one, zero, k, zero))
+    coef_xt = per_sample(net.posterior_sample(zero, one, k, zero))
+    std = per_sample(net.posterior_sample(zero, zero, k, one))
+    previous = torch.tensor([1., alpha_bar[0]])
+    torch.testing.assert_close(coef_x0 + coef_xt * alpha_bar.sqrt(), previous.sqrt())
+    torch.testing.assert_close(coef_xt ** 2 * (1 - alpha_bar) + std ** 2, 1 - previous)
+
+
+def cdal_trainer(tmp_path, monkeypatch):
+    """A cDAL trainer on a hand-written 16 x 16 2d plan, one input channel and one foreground label, with its
+    networks and optimisers built as ``initialize`` builds them (without a preprocessed dataset)."""
+    from nnunet_laworder.training.diffusion_seg_trainers import nnUNetTrainerCDAL_smoke
+
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    configuration = {"data_identifier": "tiny_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+                     "patch_size": [16, 16], "median_image_size_in_voxels": [16, 16], "spacing": [1.0, 1.0],
+                     "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
+                     "batch_dice": True, "architecture": {"network_class_name": "unused", "_kw_requires_import": [],
+                                                          "arch_kwargs": {"strides": [[1, 1], [2, 2], [2, 2]]}}}
+    plans = {"dataset_name": "Dataset999_Tiny", "plans_name": "nnUNetPlans", "configurations": {"2d": configuration},
+             "label_manager": "LabelManager", "continue_training": False}
+    dataset_json = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "target": 1}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    torch.manual_seed(0)
+    trainer = nnUNetTrainerCDAL_smoke(plans, "2d", 0, dataset_json, torch.device("cpu"))
+    trainer.num_input_channels = 1
+    trainer.network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 2)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    return trainer
+
+
+def test_cdal_step_trains_the_generator_on_the_plainly_noised_label(hippocampus_dir, tmp_path, monkeypatch):
+    trainer = cdal_trainer(tmp_path, monkeypatch)
+    net, disc = trainer.segmenter, trainer.discriminator
+    image, labels = hippocampus_slice(hippocampus_dir, size=(16, 16))
+    image, x0 = image.repeat(2, 1, 1, 1), mask_state(one_hot((labels > 0).long(), 2)).repeat(2, 1, 1, 1)
+    seen = {"generator": [], "discriminator": []}
+    net.register_forward_hook(lambda module, args, out: seen["generator"].append((args, out.detach())))
+    disc.register_forward_hook(lambda module, args, out: seen["discriminator"].append(
+        [a.detach() for a in args[:2]] + [out[1][disc.attention_stage].detach()]))
+    k, zero, latent = torch.tensor([0, 1]), torch.zeros_like(x0), torch.randn(2, net.latent_dim)
+    valid = torch.ones_like(x0[:, :1])
+    losses = trainer.gan_step(image, x0, valid, k, zero, zero, zero, latent)
+
+    (_, noisy, timesteps, _), logits = seen["generator"][0]
+    alpha_bar = net.sampler.alphas_cumprod
+    # no noise drawn: the generator sees sqrt(alpha_bar_k) x0, the label unweighted, as sampling's q(x_{k+1} | x0)
+    torch.testing.assert_close(noisy, alpha_bar[k].sqrt().view(2, 1, 1, 1) * x0)
+    assert torch.equal(timesteps, k)
+    x0_hat = mask_state(torch.softmax(logits, 1))
+    (real_k, real_next, feats), (fake_k, fake_next, _), _ = seen["discriminator"]
+    torch.testing.assert_close(real_k, torch.stack([x0[0], alpha_bar[0].sqrt() * x0[1]]))
+    assert torch.equal(real_next, noisy) and torch.equal(fake_next, noisy)
+    torch.testing.assert_close(fake_k[0], x0_hat[0])  # at k = 0 the posterior step returns x0_hat itself
+    # the logged loss is the x0 MSE weighted by 1 - s + s A from the discriminator before its update
+    attention = disc.attention([feats] * (disc.attention_stage + 1), (16, 16))
+    s = trainer.attention_strength
+    weights = 1 - s + s * attention
+    expected = ((x0_hat - x0) ** 2 * weights).sum() / (weights.sum() * 2)
+    torch.testing.assert_close(losses["loss"], expected)
+    assert {"loss", "loss_d", "loss_adv", "r1"} == set(losses) and all(v.isfinite() for v in losses.values())
+
+
+def test_sampling_runs_in_fp32_under_autocast(kvasir_dir):
+    """nnU-Net opens autocast around every network call in validation and prediction (on CUDA; on CPU the same
+    mechanism with bfloat16 shows it here): the sampler turns it off, so the logits are the fp32 ones."""
+    images, _ = kvasir_patches(kvasir_dir, n=1, size=32)
+    net = small(CDALNetwork, 3, 2, num_timesteps=2, num_samples=2)
+    with torch.no_grad():
+        reference = net(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.is_autocast_enabled("cpu")
+            logits = net(images)
+    assert logits.dtype == torch.float32 and torch.equal(logits, reference)
 
 
 # ---- the nnU-Net workflow (child processes, CPU) ---------------------------------------------------------------------

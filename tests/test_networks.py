@@ -151,8 +151,8 @@ def test_token_grid_caps_tokens_and_uncertainty_range():
     assert torch.allclose(prediction_uncertainty(torch.zeros(1, 2, 1, 1), multilabel=True), torch.ones(1, 1, 1, 1))
 
 
-@pytest.mark.parametrize("variant,attention_stages,gated", [("default", 2, True), ("no-attention", 0, True),
-                                                             ("no-gate", 2, False), ("wide-attention", 2, True)])
+@pytest.mark.parametrize("variant,attention_stages,gated", [("default", 2, False), ("no-attention", 0, False),
+                                                             ("confidence-gate", 2, True), ("wide-attention", 2, False)])
 def test_order_ablation_variants_build_from_plans(variant, attention_stages, gated):
     block = architecture_block("order", [[1, 1]] + [[2, 2]] * 4, 2, variant)
     net = get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],

@@ -3,7 +3,7 @@ stage (weight maps, synthetic samples, layout fidelity, the real + synthetic spl
 import json
 import shutil
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -45,6 +45,12 @@ def validation_dice(fold_folder: Path) -> float:
     """nnU-Net's fold validation (the cases of the fold's split it held out of training): mean foreground Dice."""
     summary = read_json(fold_folder / "validation" / "summary.json")
     return summary["foreground_mean"]["Dice"]
+
+
+def training_seed(fold_folder: Path) -> Optional[int]:
+    """The seed the training ran with: the trainer's ``run_seed`` as nnU-Net's debug.json stores it (its str())."""
+    value = read_json(fold_folder / "debug.json").get("run_seed", "None")
+    return None if value == "None" else int(value)
 
 
 def trained_network(model_folder: Path, fold_folder: Path):
@@ -147,7 +153,7 @@ def markdown(report: dict) -> str:
         "",
         f"Trainer `{report['trainer']}` on `{report['device']}`, configuration `{CONFIGURATION}`, fold {FOLD}: "
         f"{report['network']['parameters']:,} parameters, {report['training']['epochs']} epochs in "
-        f"{report['training']['seconds']:.0f} s.",
+        f"{report['training']['seconds']:.0f} s (seed {report['training']['seed']}).",
         "",
         f"- held-out test cases ({len(test['cases'])}): mean Dice **{test['mean_dice']:.3f}**, "
         f"mean IoU {test['mean_iou']:.3f} (predicting every pixel as polyp would score a mean Dice of "
@@ -197,7 +203,8 @@ def write_report(paths: DemoPaths, trainer: str, device: str, environment: dict,
         "validation_dice": validation_dice(fold_folder),
         "network": {"class": type(network).__name__,
                     "parameters": sum(p.numel() for p in network.parameters())},
-        "training": {"seconds": timings["train"], "epochs": checkpoint["current_epoch"]},
+        "training": {"seconds": timings["train"], "epochs": checkpoint["current_epoch"],
+                     "seed": training_seed(fold_folder)},
         "law": law_summary(paths) if law else None,
         "stage_seconds": timings,
         "environment": environment,

@@ -6,8 +6,10 @@ Parameters and GMACs are counted as ``nnunet-laworder complexity`` counts them.
 
 All networks live in one process and are timed with interleaved repetitions (each repetition runs every model
 once, the order alternating), so drift in machine load hits them alike. Peak memory is measured beforehand in
-one child process per model (:mod:`~nnunet_laworder.evaluation.memory`). Every figure is also a ratio to nnU-Net's
-default configuration of the same dimension.
+one child process per model (:mod:`~nnunet_laworder.evaluation.memory`). With ``predict``, each trained model's
+``nnUNetv2_predict`` is also timed end to end per case, with and without mirroring
+(:mod:`~nnunet_laworder.evaluation.prediction_timing`). Every figure is also a ratio to nnU-Net's default
+configuration of the same dimension.
 """
 import platform
 import statistics
@@ -15,34 +17,32 @@ import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation.memory import MEMORY_STEPS, measure_memory
-from nnunet_laworder.evaluation.models import resolve_models
-from nnunet_laworder.evaluation.runner import Runner, synchronize
+from nnunet_laworder.evaluation.models import ModelIdentity, resolve_models
+from nnunet_laworder.evaluation.prediction_timing import (CHECKPOINT, MIRRORING, checkpoint_file, load_predictor,
+                                                           parse_fold, select_cases, time_predictions)
+from nnunet_laworder.evaluation.runner import Runner, timed
 from nnunet_laworder.nnunet_folders import plans_file, preprocessed_dataset_folder, read_json, resolve_device
 
 FIGURES = ("parameters", "gmacs", "forward_ms", "train_step_ms", "train_peak_bytes", "forward_peak_bytes")
+# with --predict, per mirroring setting: nnUNetv2_predict's seconds per case (median) and in total
+PREDICT_FIGURES = {"tta": "predict_s_per_case", "no_tta": "predict_s_per_case_no_tta"}
+PREDICT_TOTALS = {"tta": "predict_s_total", "no_tta": "predict_s_total_no_tta"}
 
 
-def timed(device, step: Callable[[], None]) -> float:
-    """Seconds of one call, the device synchronised around it."""
-    synchronize(device)
-    start = time.perf_counter()
-    step()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def spread(seconds: List[float]) -> dict:
-    """Median and spread in milliseconds (quartiles need two samples; with one they equal the median)."""
-    ms = [1e3 * s for s in seconds]
-    q1, q3 = (statistics.quantiles(ms, n=4, method="inclusive")[::2] if len(ms) > 1 else (ms[0], ms[0]))
-    return {"median": statistics.median(ms), "q1": q1, "q3": q3, "iqr": q3 - q1, "min": min(ms), "max": max(ms),
-            "samples": ms}
+def spread(seconds: List[float], scale: float = 1e3) -> dict:
+    """Median and spread of ``scale`` x the values, milliseconds by default (quartiles need two samples; with one
+    they equal the median)."""
+    values = [scale * s for s in seconds]
+    q1, q3 = (statistics.quantiles(values, n=4, method="inclusive")[::2] if len(values) > 1 else
+              (values[0], values[0]))
+    return {"median": statistics.median(values), "q1": q1, "q3": q3, "iqr": q3 - q1, "min": min(values),
+            "max": max(values), "samples": values}
 
 
 def time_interleaved(runners: List[Runner], warmup: int, repeats: int) -> Dict[str, dict]:
@@ -76,14 +76,21 @@ def hardware(device, threads: int) -> str:
     return f"{cpu_name()}, {threads} torch threads"
 
 
-def add_ratios(rows: List[dict], references: Dict[int, str]) -> None:
+def measured_row(runner: Runner, times: Dict[str, List[float]], mem: dict) -> dict:
+    forward, step = spread(times["forward"]), spread(times["train_step"])
+    return {**runner.describe(), **runner.cost, "forward_ms": forward["median"], "train_step_ms": step["median"],
+            "forward_timing": forward, "train_step_timing": step, "forward_peak_bytes": mem.get("forward_peak_bytes"),
+            "train_peak_bytes": mem.get("train_peak_bytes"), "memory": mem or None}
+
+
+def add_ratios(rows: List[dict], references: Dict[int, str], figures: Sequence[str]) -> None:
     by_id = {row["identifier"]: row for row in rows}
     for row in rows:
         reference = by_id.get(references.get(row["dim"]))
         row["reference"] = reference["identifier"] if reference else None
         row["is_reference"] = reference is row
         row["ratios"] = {}
-        for figure in FIGURES:
+        for figure in figures:
             value, ref = row.get(figure), reference.get(figure) if reference else None
             row["ratios"][figure] = value / ref if value is not None and ref else None
 
@@ -91,18 +98,28 @@ def add_ratios(rows: List[dict], references: Dict[int, str]) -> None:
 def run_benchmark(dataset: str, configurations: Sequence[str], trainers: Optional[Sequence[str]] = None,
                   plans_names: Optional[Sequence[str]] = None, device: Optional[str] = None,
                   threads: Optional[int] = None, repeats: int = 10, warmup: int = 2,
-                  batch_size: Optional[int] = None, memory: bool = True) -> dict:
+                  batch_size: Optional[int] = None, memory: bool = True, predict: bool = False,
+                  predict_cases: int = 8, predict_fold: str = "0") -> dict:
     """Measures the models (see the module docstring); returns the report that --json writes."""
     if repeats < 1 or warmup < 0 or (threads is not None and threads < 1) or (batch_size is not None
                                                                              and batch_size < 1):
         raise InputError("--repeats, --threads and --batch-size must be at least 1, --warmup at least 0")
+    if predict_cases < 1:
+        raise InputError(f"--predict-cases must be at least 1, got {predict_cases}")
+    fold = parse_fold(predict_fold)
     torch_device = resolve_device(device)
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as nnUNetv2_train sets it
     folder = preprocessed_dataset_folder(dataset)
-    models, plans_by_model, _, references, notes = resolve_models(dataset, configurations, trainers, plans_names)
+    models, plans_by_model, added, references, notes = resolve_models(dataset, configurations, trainers,
+                                                                      plans_names)
+    if predict:
+        cases = select_cases(dataset, predict_cases)
+        if len(cases) < predict_cases:
+            notes.append(f"--predict-cases {predict_cases}: the dataset has {len(cases)} training cases, all timed")
+        predicted = trained_models(dataset, models, added, fold, notes)
     dataset_json_file = folder / "dataset.json"
     dataset_json = read_json(dataset_json_file)
     started = time.time()
@@ -120,16 +137,13 @@ def run_benchmark(dataset: str, configurations: Sequence[str], trainers: Optiona
                                                        torch_device, threads, batch_size)
                           for m in models} if memory else {}
         times = time_interleaved(runners, warmup, repeats)
-        rows = []
-        for runner in runners:
-            identifier = runner.model.identifier
-            forward, step = spread(times[identifier]["forward"]), spread(times[identifier]["train_step"])
-            mem = memory_results.get(identifier, {})
-            rows.append({**runner.describe(), **runner.cost, "forward_ms": forward["median"],
-                         "train_step_ms": step["median"], "forward_timing": forward, "train_step_timing": step,
-                         "forward_peak_bytes": mem.get("forward_peak_bytes"),
-                         "train_peak_bytes": mem.get("train_peak_bytes"), "memory": mem or None})
-    add_ratios(rows, references)
+        rows = [measured_row(r, times[r.model.identifier], memory_results.get(r.model.identifier, {}))
+                for r in runners]
+        if predict:
+            del runners  # the training state out of the way of the predictors
+            predictors = {m.identifier: load_predictor(dataset, m, fold, torch_device) for m in predicted}
+            add_predict_figures(rows, predictors, time_predictions(predictors, cases, torch_device, Path(scratch)))
+    add_ratios(rows, references, FIGURES + (tuple(PREDICT_FIGURES.values()) if predict else ()))
     settings = {"dataset": dataset, "device": str(torch_device), "hardware": hardware(torch_device, threads),
                 "threads": threads, "torch": torch.__version__, "nnunetv2": package_version("nnunetv2"),
                 "warmup": warmup, "repeats": repeats, "batch_size_override": batch_size,
@@ -141,8 +155,49 @@ def run_benchmark(dataset: str, configurations: Sequence[str], trainers: Optiona
                     "CUDA max_memory_allocated in one child process per model" if torch_device.type == "cuda" else
                     "peak RSS (VmHWM) of one child process per model above its RSS after the imports"),
                 "memory_steps": MEMORY_STEPS, "wall_seconds": time.time() - started}
+    if predict:
+        settings["predict"] = {
+            "cases": list(cases), "fold": fold, "checkpoint": CHECKPOINT, "warmup": 1,
+            "num_processes_preprocessing": 0, "num_processes_segmentation_export": 0,
+            "timing": "nnUNetv2_predict end to end (nnU-Net's predictor, the command's defaults otherwise): one "
+                      "predict_from_files_sequential call per case (-npp 0 -nps 0: preprocessing, sliding window, "
+                      "export in this process, no worker start-up), models and mirroring on / off interleaved case "
+                      "by case; one untimed call per model and setting first; torch threads as above "
+                      "(nnUNetv2_predict itself takes every core on CPU, one on CUDA); seconds"}
     return {"settings": settings, "references": {f"{d}d": r for d, r in references.items()}, "notes": notes,
             "rows": rows}
+
+
+def trained_models(dataset: str, models: List[ModelIdentity], added: List[ModelIdentity], fold, notes: List[str]):
+    """The models whose ``fold`` has nnUNetv2_predict's checkpoint: every requested one must (an InputError before
+    anything is measured), an added reference without one is left out of the prediction timing."""
+    trained = []
+    for model in models:
+        checkpoint = checkpoint_file(dataset, model, fold)
+        if checkpoint.is_file():
+            trained.append(model)
+        elif model in added:
+            notes.append(f"{model.identifier} is not trained ({checkpoint} not found): no prediction times, and no "
+                         f"prediction ratios for its dimension")
+        else:
+            raise InputError(f"--predict: {checkpoint} not found; train it first (nnUNetv2_train {dataset} "
+                             f"{model.configuration} {fold} -tr {model.trainer} -p {model.plans}) or use "
+                             f"--predict-fold")
+    return trained
+
+
+def add_predict_figures(rows: List[dict], predictors: dict, times: Dict[str, Dict[str, List[float]]]) -> None:
+    """Seconds per case (median) and in total, with and without mirroring; None for a model not timed."""
+    for row in rows:
+        seconds = times.get(row["identifier"])
+        timing = {setting: {**spread(seconds[setting], scale=1), "total": sum(seconds[setting])}
+                  for setting in MIRRORING} if seconds else None
+        for setting in MIRRORING:
+            row[PREDICT_FIGURES[setting]] = timing[setting]["median"] if timing else None
+            row[PREDICT_TOTALS[setting]] = timing[setting]["total"] if timing else None
+        predictor = predictors.get(row["identifier"])
+        row["predict_timing"] = timing
+        row["predict_mirror_axes"] = list(predictor.allowed_mirroring_axes or ()) if predictor else None
 
 
 def package_version(name: str) -> Optional[str]:

@@ -19,7 +19,7 @@ def register_complexity(subparsers) -> None:
                     "of a batch of one. The patch is padded as nnU-Net's planner pads it.")
     parser.add_argument("--arch", required=True, help="order, mkunet or nnunet (nnU-Net's default PlainConvUNet)")
     parser.add_argument("--variant", help="mkunet: width T, S or base (default base); order: default, or the "
-                                          "ablations no-attention, no-gate, wide-attention")
+                                          "ablations no-attention, confidence-gate, wide-attention")
     parser.add_argument("--dim", type=int, choices=(2, 3), required=True)
     parser.add_argument("--input-channels", type=int, required=True)
     parser.add_argument("--num-classes", type=int, required=True)
@@ -61,7 +61,8 @@ def register_benchmark(subparsers) -> None:
         description="Builds each configuration's network from the dataset's plans with its nnU-Net trainer and "
                     "measures, in one run with interleaved repetitions: parameters, GMACs of one patch, forward "
                     "latency per patch (batch 1, as nnUNetv2_predict runs it), the trainer's own training step "
-                    "at the plans' batch size, and peak memory (one child process per network). Every figure is "
+                    "at the plans' batch size, and peak memory (one child process per network); with --predict, "
+                    "also nnUNetv2_predict's seconds per case of each trained model. Every figure is "
                     "also given as a ratio to nnU-Net's default configuration of the same dimension (2d / "
                     "3d_fullres of nnUNetPlans; added when not listed). Options -c, -tr and -p pair by position; "
                     "a single value applies to all. Without -tr, ORDER / MK-UNet configurations get the plugin's "
@@ -77,6 +78,15 @@ def register_benchmark(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="training-step batch size for all networks (default: each configuration's plans)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--predict", action="store_true",
+                        help="also time nnUNetv2_predict end to end (preprocessing, sliding window, mirroring, "
+                             "export) per case on the dataset's training images, with mirroring and with "
+                             "--disable_tta, for each trained model (its --predict-fold checkpoint_final.pth); "
+                             "predictions go to a temporary folder")
+    parser.add_argument("--predict-cases", type=int, default=8, metavar="N",
+                        help="training cases to predict, evenly spaced over the sorted case names (default 8)")
+    parser.add_argument("--predict-fold", default="0", metavar="FOLD",
+                        help="the fold whose model predicts, a number or 'all' (default 0)")
     add_output_arguments(parser)
     parser.set_defaults(func=run_benchmark_command)
 
@@ -88,7 +98,8 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
 
     report = run_benchmark(dataset=args.d, configurations=args.c, trainers=args.tr, plans_names=args.p,
                            device=args.device, threads=args.threads, repeats=args.repeats, warmup=args.warmup,
-                           batch_size=args.batch_size, memory=not args.no_memory)
+                           batch_size=args.batch_size, memory=not args.no_memory, predict=args.predict,
+                           predict_cases=args.predict_cases, predict_fold=args.predict_fold)
     print(markdown_table(report))
     write_outputs(report, args.json, args.png, plot_benchmark)
     return 0

@@ -105,7 +105,8 @@ def resolve_models(dataset: str, configurations: Sequence[str], trainers: Option
                    plans_names: Optional[Sequence[str]]):
     """The requested models, plus nnU-Net's default configuration of each dimension as the reference.
 
-    Returns ``(models, plans by identifier, dimension by identifier, reference identifier per dimension, notes)``.
+    Returns ``(models, plans by identifier, the references added (not requested), reference identifier per
+    dimension, notes)``.
     The reference is the first requested model on ``2d`` / ``3d_fullres`` of nnUNetPlans (any trainer); where
     none was requested, ``nnUNetTrainer`` on it is added."""
     loaded: Dict[str, dict] = {}
@@ -115,7 +116,7 @@ def resolve_models(dataset: str, configurations: Sequence[str], trainers: Option
             loaded[name] = load_plans(dataset, name)
         return loaded[name]
 
-    models, plans_by_model, dims, notes = [], {}, {}, []
+    models, plans_by_model, dims, added, notes = [], {}, {}, [], []
     for entry in pair_by_position(configuration=configurations, trainer=trainers, plans=plans_names):
         plans_name = entry["plans"] or DEFAULT_PLANS
         plans = plans_of(plans_name)
@@ -145,8 +146,9 @@ def resolve_models(dataset: str, configurations: Sequence[str], trainers: Option
             continue
         model = ModelIdentity(DEFAULT_TRAINER, DEFAULT_PLANS, default)
         models.append(model)
+        added.append(model)
         plans_by_model[model.identifier] = plans
         dims[model.identifier] = dim
         references[dim] = model.identifier
         notes.append(f"{model.identifier} added as the {dim}D reference (nnU-Net's default configuration)")
-    return models, plans_by_model, dims, references, notes
+    return models, plans_by_model, added, references, notes

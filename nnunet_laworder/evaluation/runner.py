@@ -9,6 +9,7 @@ the planned shapes (a step costs the same whatever the values), so no preprocess
 """
 import contextlib
 import io
+import time
 from copy import deepcopy
 from pathlib import Path
 from typing import Optional
@@ -24,6 +25,15 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def timed(device, step) -> float:
+    """Seconds of one call, the device synchronised around it."""
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 class Runner:

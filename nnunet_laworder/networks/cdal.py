@@ -11,7 +11,9 @@ used. A denoising-diffusion-GAN in very few steps on the mask state:
   even at ``T = 2`` the last state is (almost) pure noise, which a 2-4 step linear DDPM schedule would not give.
 - :class:`CDALDiscriminator`: a time-conditioned CNN on ``(x_k, x_{k+1})`` pairs (and the image, so that it judges
   whether a mask fits *this* image) whose intermediate features, averaged over channels and upsampled, give the
-  spatial attention map that weights the clean label before it is noised for the generator (see the trainer).
+  spatial attention map. SPEC section 7 multiplies the clean label by it before noising; here it weights the
+  generator's per-voxel x0 loss instead (:func:`attention_weights`, :func:`weighted_mse`), because the sampler has
+  no label to weight: the generator is trained on exactly the ``q(x_{k+1} | x0)`` that sampling walks.
 """
 from typing import List, Optional, Sequence, Tuple, Type
 
@@ -97,6 +99,19 @@ class CDALNetwork(DiffusionSegmenter):
         coef_xt = (1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)
         std = ((1 - a_prev) / (1 - a_t) * beta).clamp(min=1e-20).sqrt() * (timesteps > 0)
         return expand_as(coef_x0, x0) * x0.clamp(-1, 1) + expand_as(coef_xt, x0) * noisy + expand_as(std, x0) * noise
+
+
+def attention_weights(attention: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-voxel weights ``1 - s + s A`` of the generator's x0 loss from an attention map ``A`` in [0, 1]: every
+    voxel keeps at least weight ``1 - s``, the discriminator's most salient ones get 1."""
+    return 1 - strength + strength * attention
+
+
+def weighted_mse(x0_hat: torch.Tensor, x0: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Squared error averaged over channels and voxels with per-voxel weights ``weights * valid`` ((B, 1, ...) each;
+    ``valid`` is 0 on the ignore label), normalised by the total weight so that the scale does not follow ``A``."""
+    w = weights * valid
+    return ((x0_hat - x0) ** 2 * w).sum() / (w.sum() * x0.shape[1]).clamp(min=1e-6)
 
 
 def r1_penalty(d_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:

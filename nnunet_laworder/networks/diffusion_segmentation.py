@@ -11,12 +11,14 @@ times from a seeded generator and returns logits of the averaged probabilities, 
 window, mirroring, fold ensembling) and nnU-Net's validation work unchanged. The denoiser itself knows nothing
 of noise schedules or samplers; the subclasses (:mod:`.spad`, :mod:`.cdal`) hold those, from diffusers.
 """
+from contextlib import nullcontext
 from typing import Optional, Sequence, Type
 
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import maybe_convert_scalar_to_list
 from torch import nn
+from torch.amp import is_autocast_available
 from torch.nn.modules.conv import _ConvNd
 
 from nnunet_laworder.networks.layers import TimestepEmbedding, group_norm, interpolation_mode
@@ -214,5 +216,10 @@ class DiffusionSegmenter(nn.Module):
         DistributedDataParallel wrapper sees it."""
         if noisy is not None:
             return self.denoiser(noisy, image, timesteps, latent)
-        probabilities = self.sample_probabilities(image, generator=self.generator_for(image.device))
-        return probabilities_to_logits(probabilities.mean(0), self.region_mode)
+        # nnU-Net's validation and nnUNetv2_predict call networks under CUDA autocast; a sampler's chain of steps
+        # stays in fp32 (what the networks were trained in), so autocast is off for the device the image is on
+        # (where torch has autocast for that device at all: asking for one it lacks is an error)
+        device = image.device.type
+        with torch.autocast(device, enabled=False) if is_autocast_available(device) else nullcontext():
+            probabilities = self.sample_probabilities(image.float(), generator=self.generator_for(image.device))
+            return probabilities_to_logits(probabilities.mean(0), self.region_mode)

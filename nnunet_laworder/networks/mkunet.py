@@ -20,8 +20,8 @@ from torch.nn.modules.conv import _ConvNd
 from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_pool_op,
                                                                   maybe_convert_scalar_to_list)
 
-from nnunet_laworder.networks.blocks import (ChannelAttention, GroupedAttentionGate, MKIRBlock, SpatialAttention,
-                                             init_reference_weights)
+from nnunet_laworder.networks.blocks import (ChannelAttention, FastInference, GroupedAttentionGate, MKIRBlock,
+                                             SpatialAttention, init_reference_weights, same_conv)
 from nnunet_laworder.networks.layers import interpolation_mode
 
 # published MK-UNet widths (5 stages)
@@ -60,7 +60,7 @@ class MKUNetEncoder(nn.Module):
         return skips
 
 
-class MKUNetDecoder(nn.Module):
+class MKUNetDecoder(FastInference, nn.Module):
     """Decoder stages from the bottleneck up to the input resolution.
 
     Stage ``j`` (0 = deepest) ends at resolution level ``n - 1 - j``; every stage but the first has a
@@ -95,6 +95,10 @@ class MKUNetDecoder(nn.Module):
     def head_needed(self, stage: int) -> bool:
         return self.deep_supervision or stage == len(self.blocks) - 1
 
+    def head(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        layer = self.seg_layers[stage - 1]
+        return same_conv(x, layer.weight, layer.bias) if self.use_fast_path() else layer(x)
+
     def fuse(self, stage: int, x: torch.Tensor, skip: torch.Tensor, logits: Union[torch.Tensor, None]):
         """Merge the skip into the upsampled decoder features (MK-UNet: add the gated skip)."""
         return x + self.gates[stage](x, skip)
@@ -109,7 +113,7 @@ class MKUNetDecoder(nn.Module):
             level = n - 1 - j
             size = skips[level - 1].shape[2:] if level > 0 else input_size
             x = F.relu(F.interpolate(self.blocks[j](x), size=size, mode=self.interpolation, align_corners=False))
-            logits = self.seg_layers[j - 1](x) if j > 0 and self.head_needed(j) else None
+            logits = self.head(j, x) if j > 0 and self.head_needed(j) else None
             if logits is not None:
                 outputs.append(logits)
             if level > 0:

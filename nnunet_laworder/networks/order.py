@@ -47,7 +47,7 @@ class SelectiveBidirectionalSkipAttention(nn.Module):
     queries, and their update reaches only their own footprint (nearest upsampling of the token grid: each token
     owns the block of positions it was pooled from). Every skip token is updated from the selected decoder tokens
     through the transposed similarity. ``confidence_gate``: both residual updates are scaled by the uncertainty
-    ``u`` of the stage's head (else by ``gamma`` alone, the no-gate ablation)."""
+    ``u`` of the stage's head (else by ``gamma`` alone: the plans default, see plans/order.json)."""
 
     def __init__(self, conv_op: Type[_ConvNd], channels: int, attention_dim: int = 8, rho: float = 0.25,
                  max_tokens: int = 1024, confidence_gate: bool = True):
@@ -69,10 +69,12 @@ class SelectiveBidirectionalSkipAttention(nn.Module):
         b, c, *spatial = decoder.shape
         grid = token_grid(spatial, self.max_tokens)
         pool = F.adaptive_avg_pool2d if self.dim == 2 else F.adaptive_avg_pool3d
-        dec_t, skip_t = pool(decoder, grid), pool(skip, grid)
         tokens = lambda t: t.flatten(2).transpose(1, 2)  # (B, C, *grid) -> (B, N, C)
-        q, k = tokens(self.query(dec_t)), tokens(self.key(skip_t))
-        v_skip, v_dec = tokens(self.value_skip(skip_t)), tokens(self.value_decoder(dec_t))
+        dec_t, skip_t = tokens(pool(decoder, grid)), tokens(pool(skip, grid))
+        # the 1x1 convs applied to the tokens as matmuls: the same products, without layout copies
+        project = lambda conv, t: F.linear(t, conv.weight.flatten(1))
+        q, k = project(self.query, dec_t), project(self.key, skip_t)
+        v_skip, v_dec = project(self.value_skip, skip_t), project(self.value_decoder, dec_t)
 
         n_tokens = q.shape[1]
         n_selected = max(1, round(self.rho * n_tokens))
@@ -82,7 +84,8 @@ class SelectiveBidirectionalSkipAttention(nn.Module):
 
         similarity = pick(q) @ k.transpose(1, 2) * self.scale  # (B, n_sel, N), shared by both directions
         decoder_update_sel = similarity.softmax(dim=-1) @ v_skip  # selected decoder tokens <- skip
-        skip_update = similarity.transpose(1, 2).softmax(dim=-1) @ v_dec_sel  # skip tokens <- selected decoder
+        # skip tokens <- selected decoder; normalised over dim 1 in place of a softmax over a transposed copy
+        skip_update = similarity.softmax(dim=1).transpose(1, 2) @ v_dec_sel
         decoder_update = torch.zeros_like(v_dec).scatter(
             1, selected[..., None].expand(-1, -1, c), decoder_update_sel)
 

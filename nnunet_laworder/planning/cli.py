@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("--arch", required=True, choices=("order", "mkunet"))
     parser.add_argument("--variant", default=None,
                         help="architecture variant (mkunet: T, S, base [default]; order: default, and the ablations "
-                             "no-attention, no-gate, wide-attention); named in the configuration")
+                             "no-attention, confidence-gate, wide-attention); named in the configuration")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("--name", default=None, help="configuration name (default: <base>_<arch>[_<variant>])")
     parser.set_defaults(func=run)

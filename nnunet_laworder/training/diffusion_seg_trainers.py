@@ -14,7 +14,9 @@ those of the mean of ``num_samples`` (K) sampled masks. The online pseudo Dice o
 ``validation_samples`` (default 1) to keep epochs short; the final validation and ``nnUNetv2_predict`` use K.
 
 Training runs in fp32 on every device (no autocast): the networks are small, and cDAL's R1 penalty (a double
-backward) with two optimisers does not go through one GradScaler cleanly. ``torch.compile`` is off: the samplers
+backward) with two optimisers does not go through one GradScaler cleanly. Sampling (validation, prediction) runs in
+fp32 too: :class:`~nnunet_laworder.networks.diffusion_segmentation.DiffusionSegmenter` turns off the CUDA autocast
+that nnU-Net's validation step and predictor open around every network call. ``torch.compile`` is off: the samplers
 are Python loops over diffusers schedulers.
 """
 import os
@@ -30,7 +32,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 from torch._dynamo import OptimizedModule
 
-from nnunet_laworder.networks.cdal import CDALDiscriminator, CDALNetwork, r1_penalty
+from nnunet_laworder.networks.cdal import (CDALDiscriminator, CDALNetwork, attention_weights, r1_penalty,
+                                           weighted_mse)
 from nnunet_laworder.networks.diffusion_segmentation import DiffusionSegmenter, mask_state
 from nnunet_laworder.networks.spad import SPADNetwork, SPADPerturbation
 from nnunet_laworder.training.order_trainers import ScheduledTrainer
@@ -184,13 +187,16 @@ class nnUNetTrainerSPAD(nnUNetTrainerDiffusionSeg):
 class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
     """cDAL: few-step denoising-diffusion GAN segmentation with discriminator spatial attention (SPEC section 7).
 
-    Per step (``k`` uniform in ``0..T-1``): the discriminator's features on the clean label's pair give the
-    attention map ``A``; the label is weighted by ``1 - s + s A`` (``s = attention_strength``) before it is noised
-    into the real pair ``(x_k, x_{k+1})``; the generator predicts ``x0_hat`` from ``(x_{k+1}, k, image, z)``; the fake
-    ``x_k`` is drawn from the posterior of the equally weighted ``x0_hat``. Discriminator: softplus GAN loss + R1
-    (``r1_gamma / 2 * |grad D(real x_k)|^2``). Generator: ``mse_weight * MSE(x0_hat, x0) + adversarial_weight *
-    softplus(-D(fake))``. The logged training loss is the x0 MSE; the GAN terms are logged as ``train_loss_d``,
-    ``train_loss_adv`` and ``train_r1``. Sampling: ancestral posterior sampling over all T steps, K samples.
+    Per step (``k`` uniform in ``0..T-1``): the clean label is noised into the real pair ``(x_k, x_{k+1})``, with
+    ``x_{k+1} ~ q(x_{k+1} | x0)``, the very distribution the sampler's chain walks; the generator predicts ``x0_hat``
+    from ``(x_{k+1}, k, image, z)``; the fake ``x_k`` is the sampler's posterior step ``q(x_k | x0_hat, x_{k+1})``.
+    Discriminator: softplus GAN loss + R1 (``r1_gamma / 2 * |grad D(real x_k)|^2``); its features on the real pair
+    (before its update) give the attention map ``A``. Generator: ``mse_weight * MSE(x0_hat, x0)``, per voxel
+    weighted by ``1 - s + s A`` (``s = attention_strength``), ``+ adversarial_weight * softplus(-D(fake))``. SPEC
+    section 7 weights the label before noising instead; the sampler cannot, so that would train the generator on
+    inputs it never sees (README, "Diffusion segmenters"). The logged training loss is the weighted x0 MSE; the GAN
+    terms are logged as ``train_loss_d``, ``train_loss_adv`` and ``train_r1``. Sampling: ancestral posterior sampling
+    over all T steps, K samples.
     """
 
     num_timesteps = 4  # T
@@ -237,44 +243,41 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
         self.discriminator.train()
         self.lr_scheduler_d.step(self.current_epoch)
 
-    def attention_weights(self, x0: torch.Tensor, image: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
-                          noise_next: torch.Tensor) -> torch.Tensor:
-        """``1 - s + s A``: the discriminator's attention on the clean label's pair, as label weights."""
-        with torch.no_grad():
-            x_k, x_next = self.segmenter.forward_pair(x0, timesteps, noise, noise_next)
-            _, feats = self.discriminator(x_k, x_next, image, timesteps)
-            attention = self.discriminator.attention(feats, x0.shape[2:])
-        return 1 - self.attention_strength + self.attention_strength * attention
-
     def diffusion_step(self, data, target, onehot, valid):
-        net, disc = self.segmenter, self.discriminator
+        net = self.segmenter
         x0 = mask_state(onehot)
-        b = data.shape[0]
-        timesteps = torch.randint(0, net.num_timesteps, (b,), device=self.device)
+        timesteps = torch.randint(0, net.num_timesteps, (data.shape[0],), device=self.device)
         noise, noise_next, noise_post = (torch.randn_like(x0) for _ in range(3))
-        weights = self.attention_weights(x0, data, timesteps, noise, noise_next)
-        x_k, x_next = net.forward_pair(x0 * weights, timesteps, noise, noise_next)
-        latent = torch.randn(b, net.latent_dim, device=self.device)
+        latent = torch.randn(data.shape[0], net.latent_dim, device=self.device)
+        return self.gan_step(data, x0, valid, timesteps, noise, noise_next, noise_post, latent)
+
+    def gan_step(self, data: torch.Tensor, x0: torch.Tensor, valid: torch.Tensor, timesteps: torch.Tensor,
+                 noise: torch.Tensor, noise_next: torch.Tensor, noise_post: torch.Tensor, latent: torch.Tensor) -> dict:
+        """One discriminator and one generator update from given noise (:meth:`diffusion_step` draws it)."""
+        net, disc = self.segmenter, self.discriminator
+        x_k, x_next = net.forward_pair(x0, timesteps, noise, noise_next)
         x0_hat = mask_state(net.probabilities(self.network(data, x_next, timesteps, latent)))
-        fake_k = net.posterior_sample(x0_hat * weights, x_next, timesteps, noise_post)
+        fake_k = net.posterior_sample(x0_hat, x_next, timesteps, noise_post)
 
         # discriminator: softplus GAN loss on real / fake pairs + R1 on the real x_k
         self.optimizer_d.zero_grad(set_to_none=True)
         x_k.requires_grad_(True)
-        d_real, _ = disc(x_k, x_next, data, timesteps)
+        d_real, feats = disc(x_k, x_next, data, timesteps)
+        weights = attention_weights(disc.attention(feats, x0.shape[2:]).detach(), self.attention_strength)
         r1 = r1_penalty(d_real, x_k)
         d_fake, _ = disc(fake_k.detach(), x_next, data, timesteps)
         loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean() + 0.5 * self.r1_gamma * r1
         loss_d.backward()
         self.optimizer_d.step()
 
-        # generator: x0 MSE (ignore label excluded) + non-saturating adversarial loss through the fixed discriminator
+        # generator: attention-weighted x0 MSE (ignore label excluded) + non-saturating adversarial loss through the
+        # fixed discriminator
         self.optimizer.zero_grad(set_to_none=True)
         disc.requires_grad_(False)
         d_fake_g, _ = disc(fake_k, x_next, data, timesteps)
         disc.requires_grad_(True)
         loss_adv = F.softplus(-d_fake_g).mean()
-        mse = ((x0_hat - x0) ** 2 * valid).sum() / (valid.sum() * x0.shape[1]).clamp(min=1)
+        mse = weighted_mse(x0_hat, x0, weights, valid)
         (self.mse_weight * mse + self.adversarial_weight * loss_adv).backward()
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
         self.optimizer.step()

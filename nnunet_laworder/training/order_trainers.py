@@ -8,23 +8,84 @@ slowly, while AdamW at 3e-3 (the MK-UNet reference trains with AdamW) converges 
 
 The network comes from the configuration's ``architecture`` block (``nnunet-laworder plans`` writes it), so
 ``nnUNetv2_predict`` rebuilds exactly the trained network from the saved plans.
+
+Seeds: a schedule's ``seed`` (the short ones: ``SHORT_SCHEDULE_SEED``; nnU-Net-length ones: None, unseeded as in
+nnU-Net) seeds Python's, numpy's and torch's generators before the weights are drawn and again when training starts,
+and makes nnU-Net augment in the training process. nnU-Net's multi-process augmenter (NonDetMultiThreadedAugmenter)
+cannot be made deterministic: its workers share one queue, so batches arrive in whichever order the workers finish.
+Its seeded sibling (batchgenerators' MultiThreadedAugmenter) seeds only numpy in its workers, while nnU-Net's
+augmentations draw from torch. nnU-Net's deterministic path is its SingleThreadedAugmenter (``nnUNet_n_proc_DA=0``),
+which a seeded run takes. ``nnUNet_laworder_seed`` (an integer, or ``none``) overrides the schedule's seed for a run.
+
+CPU threads: MK-UNet's and ORDER's trainers train with ``nnUNet_laworder_cpu_threads`` torch threads (default 1)
+instead of the CPU count that ``nnUNetv2_train -device cpu`` sets.
 """
+import os
+import random
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from nnunet_laworder.errors import InputError
 from nnunet_laworder.networks.mkunet import MKUNet
 from nnunet_laworder.networks.order import ORDER
+from nnunet_laworder.training.discovery import environment
+
+SEED_VARIABLE = "nnUNet_laworder_seed"
+SHORT_SCHEDULE_SEED = 12345  # nnU-Net's own seed of its fold splits
+CPU_THREADS_VARIABLE = "nnUNet_laworder_cpu_threads"
+# These networks' operations are tiny: a second thread saves little on a quiet CPU, and on a shared one every
+# operation waits for the slowest thread (two threads fighting for two busy cores ran about 10x slower than one).
+DEFAULT_CPU_THREADS = 1
+
+
+def integer_variable(name: str, minimum: int, maximum: int) -> int:
+    value = os.environ[name]
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or not minimum <= number <= maximum:
+        raise InputError(f"{name}={value!r}: expected an integer from {minimum} to {maximum}")
+    return number
+
+
+def configured_seed(schedule_seed: Optional[int]) -> Optional[int]:
+    """``nnUNet_laworder_seed`` when set (an integer, or ``none`` for an unseeded run), else the schedule's seed."""
+    value = os.environ.get(SEED_VARIABLE, "").strip()
+    if not value:
+        return schedule_seed
+    if value.lower() == "none":
+        return None
+    return integer_variable(SEED_VARIABLE, 0, 2 ** 31 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    """The global generators that weight initialisation, nnU-Net's data loader (numpy) and its augmentation
+    (batchgeneratorsv2: torch) draw from; numpy takes seeds below 2**32."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def cpu_threads() -> int:
+    """Torch threads of MK-UNet and ORDER training on CPU: ``nnUNet_laworder_cpu_threads``, default 1."""
+    if not os.environ.get(CPU_THREADS_VARIABLE, "").strip():
+        return DEFAULT_CPU_THREADS
+    return integer_variable(CPU_THREADS_VARIABLE, 1, os.cpu_count() or 1)
 
 
 class ScheduledTrainer(nnUNetTrainer):
-    """nnU-Net's trainer with its schedule as a class attribute, so that a schedule variant is one line."""
+    """nnU-Net's trainer with its schedule and seed as class attributes, so that a schedule variant is a line or two."""
 
     # (epochs, training iterations per epoch, validation iterations per epoch); None keeps nnU-Net's
     schedule: Optional[Tuple[int, int, int]] = None
+    # seed of the run (see the module docstring); None: unseeded, with nnU-Net's multi-process augmentation
+    seed: Optional[int] = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -33,6 +94,29 @@ class ScheduledTrainer(nnUNetTrainer):
             self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
             # checkpoint_latest at least twice per run, so that `--c` can resume an interrupted short run
             self.save_every = max(1, min(self.save_every, self.num_epochs // 2))
+        self.run_seed = configured_seed(self.seed)
+        self.print_to_log_file(f"seed: {self.run_seed} (class attribute seed, or ${SEED_VARIABLE})")
+
+    def initialize(self):
+        # before the weights are drawn, also where nnU-Net initialises ahead of on_train_start (-pretrained_weights)
+        if self.run_seed is not None:
+            seed_everything(self.run_seed)
+        super().initialize()
+
+    def on_train_start(self):
+        if self.run_seed is not None:
+            # a run resumed with --c draws new batches rather than replaying the first epoch's
+            seed_everything(self.run_seed + self.current_epoch)
+            if self.device.type == "cuda":  # nnUNetv2_train turns cuDNN's benchmark on just before this
+                torch.backends.cudnn.benchmark = False
+                torch.backends.cudnn.deterministic = True
+        super().on_train_start()
+
+    def get_dataloaders(self):
+        if self.run_seed is None:
+            return super().get_dataloaders()
+        with environment("nnUNet_n_proc_DA", "0"):  # nnU-Net's deterministic augmenter (module docstring)
+            return super().get_dataloaders()
 
 
 class nnUNetTrainerMKUNet(ScheduledTrainer):
@@ -46,6 +130,15 @@ class nnUNetTrainerMKUNet(ScheduledTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 3e-3
         self.weight_decay = 1e-4
+
+    def on_train_start(self):
+        # here, not in __init__: nnUNetv2_train sets its threads before making the trainer, and the benchmark makes
+        # trainers without training them at the threads it was asked for
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
+            self.print_to_log_file(f"torch threads: {torch.get_num_threads()} (${CPU_THREADS_VARIABLE}, default "
+                                   f"{DEFAULT_CPU_THREADS})")
+        super().on_train_start()
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -75,32 +168,39 @@ class nnUNetTrainerORDER(nnUNetTrainerMKUNet):
 
 
 # Short schedules: 'smoke' checks the whole pipeline on CPU in about a minute, 'cpu' is the CPU demo / quick
-# experiment budget, the epoch variants match nnU-Net's nnUNetTrainer_Xepochs for GPU experiments.
+# experiment budget; these are seeded, so that a test or the demo gives the same numbers every time. The epoch
+# variants match nnU-Net's nnUNetTrainer_Xepochs for GPU experiments: unseeded, with nnU-Net's augmentation workers.
 class nnUNetTrainer_cpu(ScheduledTrainer):
     """nnU-Net's default recipe and network on the `_cpu` budget: the baseline beside ORDER_cpu / MKUNet_cpu."""
     schedule = (20, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainer_smoke(ScheduledTrainer):
     """nnU-Net's default recipe and network on the `_smoke` budget (pipeline checks)."""
     schedule = (3, 8, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerMKUNet_smoke(nnUNetTrainerMKUNet):
     schedule = (3, 8, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerMKUNet_cpu(nnUNetTrainerMKUNet):
     schedule = (20, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 # equal training time with nnU-Net's default on the `_cpu` budget, for networks whose step is 2x / 4x cheaper
 class nnUNetTrainerMKUNet_cpu2x(nnUNetTrainerMKUNet):
     schedule = (40, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerMKUNet_cpu4x(nnUNetTrainerMKUNet):
     schedule = (80, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerMKUNet_100epochs(nnUNetTrainerMKUNet):
@@ -113,18 +213,22 @@ class nnUNetTrainerMKUNet_250epochs(nnUNetTrainerMKUNet):
 
 class nnUNetTrainerORDER_smoke(nnUNetTrainerORDER):
     schedule = (3, 8, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerORDER_cpu(nnUNetTrainerORDER):
     schedule = (20, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerORDER_cpu2x(nnUNetTrainerORDER):
     schedule = (40, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerORDER_cpu4x(nnUNetTrainerORDER):
     schedule = (80, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerORDER_100epochs(nnUNetTrainerORDER):
