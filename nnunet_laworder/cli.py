@@ -8,11 +8,12 @@ from nnunet_laworder.errors import InputError
 def _registrars():
     from nnunet_laworder.conversion.cli import register as convert
     from nnunet_laworder.demo.cli import register as demo
+    from nnunet_laworder.deployment.cli import register as deployment
     from nnunet_laworder.evaluation.cli import register as complexity
     from nnunet_laworder.law.cli import register as law
     from nnunet_laworder.planning.cli import register as plans
     from nnunet_laworder.training.cli import register as env
-    return env, plans, convert, complexity, demo, law
+    return env, plans, convert, complexity, deployment, demo, law
 
 
 def build_parser() -> argparse.ArgumentParser:

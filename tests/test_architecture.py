@@ -32,6 +32,8 @@ BOTTOM = {
     "law": {"errors", "nnunet_folders", "networks", "conversion.common", "training.discovery"},
     "evaluation": {"errors", "nnunet_folders", "networks", "planning", "training"},
     "workflow": {"training.discovery"},
+    # export and predict load a trained fold through nnU-Net's predictor, which finds the plugin's trainers
+    "deployment": {"errors", "nnunet_folders", "training.discovery"},
 }
 MAY_IMPORT = {
     **BOTTOM,

@@ -1,0 +1,161 @@
+"""``nnunet-laworder export`` and ``predict --onnx`` on an ORDER model trained on a real Kvasir-SEG subset, on CPU.
+
+The graph must agree with PyTorch: nnU-Net's whole prediction with onnxruntime computing the network against
+nnUNetv2_predict on held-out images, and the raw logits of real preprocessed patches at two spatial sizes.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nnunet_helpers import copy_kvasir_subset, module_nnunet_folders, nnunet_env, run
+from nnunet_laworder.cli import main
+from nnunet_laworder.networks.order import SelectiveBidirectionalSkipAttention, token_grid
+
+KVASIR_ID = 511
+KVASIR_TRAIN, KVASIR_TEST = 16, 4
+CONFIGURATION, TRAINER = "2d_order", "nnUNetTrainerORDER_smoke"
+
+
+@pytest.fixture(scope="module")
+def nnunet_folders(tmp_path_factory):
+    yield from module_nnunet_folders(tmp_path_factory, "onnx")
+
+
+@pytest.fixture(scope="module")
+def exported(nnunet_folders, tmp_path_factory):
+    """(environment, raw dataset folder, ONNX file, export's report): ORDER trained with the smoke schedule, fold 0
+    exported."""
+    from conftest import require_data
+
+    src = require_data("kvasir-seg")
+    official = tmp_path_factory.mktemp("kvasir_official")
+    test_list = copy_kvasir_subset(src, official, KVASIR_TRAIN + KVASIR_TEST, KVASIR_TEST)
+    env = nnunet_env(nnunet_folders)
+    run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID), "--max-size", "160",
+         "--test-list", str(test_list)], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "2"], env)
+    run(["nnunet-laworder", "plans", "-d", str(KVASIR_ID), "-c", "2d", "--arch", "order"], env)
+    run(["nnUNetv2_train", str(KVASIR_ID), CONFIGURATION, "0", "-tr", TRAINER, "-device", "cpu"], env)
+    onnx_file = tmp_path_factory.mktemp("onnx") / "order.onnx"
+    report = run(["nnunet-laworder", "export", "-d", str(KVASIR_ID), "-c", CONFIGURATION, "-tr", TRAINER, "-f", "0",
+                  "-o", str(onnx_file)], env, timeout=1800)
+    raw = next(nnunet_folders["nnUNet_raw"].glob(f"Dataset{KVASIR_ID}_*"))
+    return env, raw, onnx_file, json.loads(report.stdout[report.stdout.index("{"):])
+
+
+def model_args(fold="0", configuration=CONFIGURATION):
+    return ["-d", str(KVASIR_ID), "-c", configuration, "-tr", TRAINER, "-f", fold]
+
+
+@pytest.mark.slow
+def test_export_records_its_model(exported):
+    _, raw, onnx_file, report = exported
+    from nnunet_laworder.deployment.onnx_export import read_metadata
+
+    metadata = read_metadata(onnx_file)
+    assert metadata["dataset"] == raw.name and metadata["configuration"] == CONFIGURATION
+    assert metadata["trainer"] == TRAINER and metadata["fold"] == "0"
+    assert report["max_abs_difference"] < 1e-4, report
+
+
+@pytest.mark.slow
+def test_onnx_prediction_matches_nnunet_predict(exported, tmp_path):
+    env, raw, onnx_file, _ = exported
+    torch_out, onnx_out = tmp_path / "torch", tmp_path / "onnx"
+    common = ["-i", str(raw / "imagesTs"), *model_args(), "-npp", "1", "-nps", "1", "--save_probabilities"]
+    run(["nnUNetv2_predict", "-o", str(torch_out), *common, "-device", "cpu"], env)
+    run(["nnunet-laworder", "predict", "--onnx", str(onnx_file), "-o", str(onnx_out), *common, "--threads", "1"],
+        env)
+    images = sorted((raw / "imagesTs").glob("*.png"))
+    assert len(images) == KVASIR_TEST
+    equal = total = 0
+    worst = 0.0
+    for image in images:
+        case = image.name.replace("_0000", "")
+        expected, actual = np.array(Image.open(torch_out / case)), np.array(Image.open(onnx_out / case))
+        assert actual.shape == expected.shape
+        equal, total = equal + int((actual == expected).sum()), total + expected.size
+        stem = case[:-len(".png")]
+        probabilities = [np.load(folder / f"{stem}.npz")["probabilities"] for folder in (torch_out, onnx_out)]
+        worst = max(worst, float(np.abs(probabilities[0] - probabilities[1]).max()))
+    print(f"labels equal: {equal / total:.6%} of {total} pixels; max |probability difference| {worst:.2e}")
+    assert equal / total >= 0.999
+    assert worst <= 1e-3
+
+
+def attention_halvings(network, shape):
+    """How many times ORDER's token grid halves each axis at each attention stage, for an input of ``shape``: the
+    graph, unrolled at the traced size, is exact wherever these agree."""
+    halvings, hooks = [], []
+
+    def record(module, args):
+        spatial = args[0].shape[2:]
+        grid = token_grid(spatial, module.max_tokens)
+        halvings.append(tuple(int(np.log2(s / g).round()) for s, g in zip(spatial, grid)))
+
+    for module in network.modules():
+        if isinstance(module, SelectiveBidirectionalSkipAttention):
+            hooks.append(module.register_forward_pre_hook(record))
+    with torch.no_grad():
+        network(torch.zeros(shape))
+    for hook in hooks:
+        hook.remove()
+    return halvings
+
+
+@pytest.mark.slow
+def test_onnx_logits_match_pytorch_on_real_patches_at_two_sizes(exported, nnunet_folders):
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from nnunet_laworder.deployment.onnx_runtime import OnnxNetwork
+    from nnunet_laworder.deployment.trained_model import TrainedFold
+
+    _, raw, onnx_file, _ = exported
+    predictor = TrainedFold(str(KVASIR_ID), CONFIGURATION, TRAINER, 0).load_predictor()
+    network, patch = predictor.network, list(predictor.configuration_manager.patch_size)
+    folder = nnunet_folders["nnUNet_preprocessed"] / raw.name / predictor.configuration_manager.data_identifier
+    dataset = infer_dataset_class(str(folder))(str(folder))
+    # 2D cases are stored as (C, 1, X, Y)
+    cases = [np.asarray(dataset.load_case(identifier)[0])[:, 0] for identifier in sorted(dataset.identifiers)[:2]]
+
+    # another size, a multiple of ORDER's total stride, whose token grids halve as the patch's do
+    trace = attention_halvings(network, (1, cases[0].shape[0], *patch))
+    other = next(size for step in (1, -1, 2, -2, 3) for size in [[s + 16 * step for s in patch]]
+                 if min(size) > 0 and attention_halvings(network, (1, cases[0].shape[0], *size)) == trace)
+    onnx_network = OnnxNetwork(onnx_file, threads=1)
+    for size in (patch, other):
+        # a real preprocessed patch of each case (zero-padded where the case is smaller, as nnU-Net pads)
+        batch = np.zeros((len(cases), cases[0].shape[0], *size), dtype=np.float32)
+        for i, data in enumerate(cases):
+            crop = data[:, :size[0], :size[1]]
+            batch[i, :, :crop.shape[1], :crop.shape[2]] = crop
+        x = torch.from_numpy(batch)
+        with torch.no_grad():
+            expected = network(x)
+        difference = float((onnx_network(x) - expected).abs().max())
+        print(f"size {size}: max |logit difference| {difference:.2e} (logits up to {float(expected.abs().max()):.2f})")
+        assert difference <= 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,message", [
+    (["-f", "3"], "fold 3 not trained"),
+    (["--checkpoint", "checkpoint_missing.pth"], "checkpoint_missing.pth not found"),
+    (["-c", "2d_mkunet"], "has no configuration '2d_mkunet'"),
+    (["-d", "999"], "dataset 999 not found"),
+])
+def test_export_names_what_is_missing(exported, tmp_path, capsys, change, message):
+    args = dict(zip(model_args()[::2], model_args()[1::2]))
+    extra = []
+    if change[0] in args:
+        args[change[0]] = change[1]
+    else:
+        extra = change
+    output = tmp_path / "model.onnx"
+    assert main(["export", *[a for pair in args.items() for a in pair], *extra, "-o", str(output)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1, error
+    assert not output.exists()
