@@ -30,6 +30,15 @@ def onnx_round(x, ndigits=None):
     return op.Cast(op.Round(x), to=INT64.dtype)
 
 
+def export_network(network: torch.nn.Module, example: torch.Tensor):
+    """torch's ONNX program of ``network`` (eval mode, one output) traced at ``example``, batch and spatial axes
+    dynamic. ``example`` needs a batch of at least 2: torch.export fixes an axis it traces at size 1."""
+    dynamic = {axis: torch.export.Dim.DYNAMIC for axis in (0, *range(2, example.ndim))}
+    return torch.onnx.export(network, (example,), dynamo=True, opset_version=OPSET, input_names=["data"],
+                             output_names=["logits"], dynamic_shapes=(dynamic,),
+                             custom_translation_table={builtins.round: onnx_round}, verbose=False)
+
+
 def export_onnx(model: TrainedFold, output: Path) -> dict:
     """Write ``output`` and return its metadata, with the largest |onnxruntime - PyTorch| logit difference on a
     random patch (``max_abs_difference``)."""
@@ -41,12 +50,8 @@ def export_onnx(model: TrainedFold, output: Path) -> dict:
     network = predictor.network
     patch = [int(s) for s in predictor.configuration_manager.patch_size]
     channels = len(predictor.dataset_json["channel_names"])
-    # a batch of 2: torch.export fixes an axis it traces at size 1
     example = torch.randn(2, channels, *patch, generator=torch.Generator().manual_seed(0))
-    dynamic = {axis: torch.export.Dim.DYNAMIC for axis in (0, *range(2, example.ndim))}
-    program = torch.onnx.export(network, (example,), dynamo=True, opset_version=OPSET, input_names=["data"],
-                                output_names=["logits"], dynamic_shapes=(dynamic,),
-                                custom_translation_table={builtins.round: onnx_round}, verbose=False)
+    program = export_network(network, example)
     metadata = {"dataset": predictor.plans_manager.dataset_name, "configuration": model.configuration,
                 "trainer": model.trainer, "plans": model.plans, "fold": str(model.fold),
                 "checkpoint": model.checkpoint, "traced_patch_size": patch, "opset": OPSET}
