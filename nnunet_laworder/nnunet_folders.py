@@ -17,6 +17,7 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 from nnunet_laworder.errors import InputError
 
 DEFAULT_PLANS = "nnUNetPlans"
+DEFAULT_CHECKPOINT = "checkpoint_final.pth"  # nnUNetv2_predict's default -chk
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres")  # nnU-Net's default configuration per dimension, 2D first
 
 
@@ -56,6 +57,16 @@ def preprocessed_dataset_folder(dataset: Union[str, int]) -> Path:
     if not folder.is_dir():
         raise InputError(f"{folder} does not exist; run nnUNetv2_plan_and_preprocess -d {dataset} first")
     return folder
+
+
+def parse_fold(fold: str, option: str = "-f") -> Union[int, str]:
+    """A fold as nnUNetv2_predict's -f takes it: a number or ``all``; ``option`` names it in the error."""
+    if fold == "all":
+        return fold
+    try:
+        return int(fold)
+    except ValueError:
+        raise InputError(f"{option} must be a fold number or 'all', got {fold!r}") from None
 
 
 def plans_file(dataset: Union[str, int], plans: str = DEFAULT_PLANS) -> Path:

@@ -17,7 +17,8 @@ def add_model_arguments(parser) -> None:
 
 
 def trained_fold(args, checkpoint=None):
-    from nnunet_laworder.deployment.trained_model import DEFAULT_CHECKPOINT, TrainedFold, parse_fold
+    from nnunet_laworder.deployment.trained_model import TrainedFold
+    from nnunet_laworder.nnunet_folders import DEFAULT_CHECKPOINT, parse_fold
 
     return TrainedFold(dataset=args.d, configuration=args.c, trainer=args.tr, fold=parse_fold(args.f),
                        plans=args.p, checkpoint=checkpoint or DEFAULT_CHECKPOINT)

@@ -10,21 +10,9 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunet_laworder.errors import InputError
-from nnunet_laworder.nnunet_folders import DEFAULT_PLANS, check_configuration, load_plans, model_folder
+from nnunet_laworder.nnunet_folders import (DEFAULT_CHECKPOINT, DEFAULT_PLANS, check_configuration, load_plans,
+                                            model_folder)
 from nnunet_laworder.training.discovery import plugin_trainers
-
-DEFAULT_CHECKPOINT = "checkpoint_final.pth"  # nnUNetv2_predict's default -chk
-
-
-def parse_fold(fold: str) -> Union[int, str]:
-    """A fold as nnUNetv2_predict's -f takes it: a number or ``all``."""
-    if fold == "all":
-        return fold
-    try:
-        return int(fold)
-    except ValueError:
-        raise InputError(f"-f must be a fold number or 'all', got {fold!r}") from None
-
 
 @dataclass(frozen=True)
 class TrainedFold:

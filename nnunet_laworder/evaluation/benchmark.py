@@ -25,9 +25,10 @@ from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation.memory import MEMORY_STEPS, measure_memory
 from nnunet_laworder.evaluation.models import ModelIdentity, resolve_models
 from nnunet_laworder.evaluation.prediction_timing import (CHECKPOINT, MIRRORING, checkpoint_file, load_predictor,
-                                                           parse_fold, select_cases, time_predictions)
+                                                           select_cases, time_predictions)
 from nnunet_laworder.evaluation.runner import Runner, timed
-from nnunet_laworder.nnunet_folders import plans_file, preprocessed_dataset_folder, read_json, resolve_device
+from nnunet_laworder.nnunet_folders import (parse_fold, plans_file, preprocessed_dataset_folder, read_json,
+                                            resolve_device)
 
 FIGURES = ("parameters", "gmacs", "forward_ms", "train_step_ms", "train_peak_bytes", "forward_peak_bytes")
 # with --predict, per mirroring setting: nnUNetv2_predict's seconds per case (median) and in total
@@ -106,7 +107,7 @@ def run_benchmark(dataset: str, configurations: Sequence[str], trainers: Optiona
         raise InputError("--repeats, --threads and --batch-size must be at least 1, --warmup at least 0")
     if predict_cases < 1:
         raise InputError(f"--predict-cases must be at least 1, got {predict_cases}")
-    fold = parse_fold(predict_fold)
+    fold = parse_fold(predict_fold, "--predict-fold")
     torch_device = resolve_device(device)
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)

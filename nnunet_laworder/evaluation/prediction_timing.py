@@ -22,21 +22,11 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation.models import ModelIdentity
 from nnunet_laworder.evaluation.runner import timed
+from nnunet_laworder.nnunet_folders import DEFAULT_CHECKPOINT as CHECKPOINT
 from nnunet_laworder.nnunet_folders import model_folder, raw_dataset_folder, read_json
 from nnunet_laworder.training.discovery import plugin_trainers
 
-CHECKPOINT = "checkpoint_final.pth"  # nnUNetv2_predict's default -chk
 MIRRORING = {"tta": True, "no_tta": False}  # the two settings timed: nnU-Net's default and --disable_tta
-
-
-def parse_fold(fold: str) -> Union[int, str]:
-    """A fold as nnUNetv2_predict's -f takes it."""
-    if fold == "all":
-        return fold
-    try:
-        return int(fold)
-    except ValueError:
-        raise InputError(f"--predict-fold must be a fold number or 'all', got {fold!r}") from None
 
 
 def select_cases(dataset: str, count: int) -> Dict[str, List[str]]:
