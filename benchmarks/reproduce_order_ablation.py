@@ -29,10 +29,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from nnunet_laworder.evaluation import plots
-from nnunet_laworder.evaluation.compare import case_dice
 from nnunet_laworder.evaluation.paired import paired_difference
-from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED
-from reproduction import CONFIGURATION, REAL_ID, Reproduction, Stage, parse_args
+from reproduction import CONFIGURATION, REAL_ID, Reproduction, Stage, averaged_cases, parse_args
 
 # name: (configuration, trainer without its schedule suffix)
 NETWORKS = {
@@ -67,44 +65,16 @@ def parse(argv=None):
     return parse_args(__doc__.split("\n")[0], rest), known
 
 
-def replicate_plans(r: Reproduction, run: int) -> str:
-    """Plans identifier of run ``run``: nnUNetPlans itself for run 0, else a copy under another name (the same
-    preprocessed data, a results folder of its own)."""
-    if run == 0:
-        return "nnUNetPlans"
-    name = f"nnUNetPlans_r{run}"
-    folder = r.work / "nnUNet_preprocessed" / r.dataset(REAL_ID)
-    plans = json.loads((folder / "nnUNetPlans.json").read_text())
-    plans["plans_name"] = name
-    text = json.dumps(plans, indent=4)
-    if not (folder / f"{name}.json").is_file() or (folder / f"{name}.json").read_text() != text:
-        (folder / f"{name}.json").write_text(text)
-    return name
-
-
 def schedule_suffix(r: Reproduction, multiplier: int) -> str:
     if r.scale.name != "cpu" or multiplier == 1:
         return r.scale.trainer_suffix
     return f"{r.scale.trainer_suffix}{multiplier}x"
 
 
-def train_stages(r: Reproduction, networks: Dict[str, int], plans: str, run: int):
-    """nnUNetv2_train of each network (name: iteration multiplier) and fold under ``plans``; run ``run`` draws its
-    own seed (the short schedules are seeded, so runs with one seed would be copies of each other)."""
-    stages = []
-    for name, multiplier in networks.items():
-        configuration, base = NETWORKS[name]
-        trainer = base + schedule_suffix(r, multiplier)
-        for fold in r.scale.folds:
-            folder = r.work / "nnUNet_results" / r.dataset(REAL_ID) / f"{trainer}__{plans}__{configuration}" / \
-                f"fold_{fold}"
-            command = ["env", f"nnUNet_laworder_seed={SHORT_SCHEDULE_SEED + run}", "nnUNetv2_train", str(REAL_ID),
-                       configuration, str(fold), "-tr", trainer, "-p", plans, "-device", r.device]
-            if (folder / "checkpoint_latest.pth").exists():
-                command.append("--c")
-            stages.append((Stage(f"train {name} ({trainer}, {plans}) fold {fold}", command),
-                           folder / "validation" / "summary.json"))
-    return stages
+def train_stages(r: Reproduction, networks: Dict[str, int], run: int):
+    """nnUNetv2_train of each network (name: iteration multiplier) and fold in run ``run``."""
+    return [r.train_stage(REAL_ID, name, NETWORKS[name][0], NETWORKS[name][1] + schedule_suffix(r, multiplier), fold,
+                          run) for name, multiplier in networks.items() for fold in r.scale.folds]
 
 
 def compare_run(r: Reproduction, networks: Dict[str, int], plans: str, tag: str) -> Dict[str, dict]:
@@ -135,19 +105,9 @@ def time_multipliers(r: Reproduction, names: List[str]) -> Tuple[Dict[str, int],
     return {n: max(m for m in TIME_MULTIPLIERS if m <= max(1.0, ratios[n])) for n in names}, ratios
 
 
-def averaged_cases(runs: List[Dict[str, dict]], name: str) -> Dict[str, float]:
-    """A network's per-case Dice, the mean over the runs that trained it."""
-    per_case: Dict[str, List[float]] = {}
-    for run in runs:
-        for case, value in (case_dice(run[name]) if name in run else {}).items():
-            if value is not None:
-                per_case.setdefault(case, []).append(value)
-    return {case: float(np.mean(values)) for case, values in per_case.items()}
-
-
 def summarise(runs: List[Dict[str, dict]], multipliers: Dict[str, int]) -> dict:
     names = [n for n in multipliers if any(n in run for run in runs)]
-    cases = {name: averaged_cases(runs, name) for name in names}
+    cases = {name: averaged_cases([run[name] for run in runs if name in run]) for name in names}
     rows = {}
     for name in names:
         trained = [run[name] for run in runs if name in run]
@@ -213,9 +173,9 @@ def main(argv=None) -> int:
             trained = {n: m for n, m in networks.items() if run == 0 or n in extra.replicate}
             if run > 0 and set(trained) <= {REFERENCE}:
                 break
-            plans = replicate_plans(r, run)
+            plans = r.replicate_plans(REAL_ID, run)
             # a network whose multiplier is 1 has been trained for equal iterations already: its stage is skipped
-            r.run(train_stages(r, trained, plans, run))
+            r.run(train_stages(r, trained, run))
             runs.append(compare_run(r, trained, plans, f"order_ablation_{budget.split()[1]}_r{run}"))
         results[budget] = summarise(runs, networks)
     lines = [f"{n_runs} run(s) of {', '.join(extra.replicate)}, one of the others; the Dice of a case is its mean "

@@ -18,8 +18,12 @@ from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
+import numpy as np
+
+from nnunet_laworder.evaluation.compare import case_dice
 from nnunet_laworder.evaluation.paired import paired_difference
 from nnunet_laworder.training.discovery import trainer_folder
+from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED
 from nnunet_laworder.workflow import Stage, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +31,8 @@ DEFAULT_DATA = Path(os.environ.get("NNUNET_LAWORDER_DATA", REPO.parent / "shared
 REAL_ID = 501
 REAL_NAME = "KvasirSEG"
 LAW_IDS = {"law": 511, "prior": 512, "uniform": 513}
+# synthetic / real training cases -> id of the real + LAW dataset of that size (law generator, through the gate)
+RATIO_IDS = {0.25: 521, 0.5: 522, 1.0: 523}
 JUDGE = "ORDER"  # the quality gate of law synthesize: the real-only model of this segmenter
 CONFIGURATION = "2d"
 # the segmenters of the comparison: (configuration, trainer without its schedule suffix)
@@ -37,17 +43,28 @@ SEGMENTERS = {"nnU-Net default": ("2d", "nnUNetTrainer"), "ORDER": ("2d_order", 
 POLYP = "polyp"  # the label name the Kvasir-SEG converter writes
 
 
-def downstream_row(real: dict, mixed: dict) -> dict:
-    """Real only vs real + synthetic for one segmenter (its two ``compare`` model entries): the mean Dice of each,
-    the cases improved, and the paired difference on the same real validation cases (95% bootstrap interval)."""
-    per_real = {c["case"]: c["Dice"][POLYP] for c in real["per_case"]}
-    per_mixed = {c["case"]: c["Dice"][POLYP] for c in mixed["per_case"]}
+def averaged_cases(models: List[dict]) -> Dict[str, float]:
+    """Per-case Dice of one network over its runs (``compare`` model entries): the mean over the runs of each case."""
+    per_case: Dict[str, List[float]] = {}
+    for model in models:
+        for case, value in case_dice(model).items():
+            if value is not None:
+                per_case.setdefault(case, []).append(value)
+    return {case: float(np.mean(values)) for case, values in per_case.items()}
+
+
+def downstream_row(real: List[dict], mixed: List[dict]) -> dict:
+    """Real only vs real + synthetic for one segmenter, from the ``compare`` model entries of its runs on each
+    dataset: the Dice of each (a case's Dice is its mean over the runs), the cases improved, and the paired
+    difference on the same real validation cases (95% bootstrap interval)."""
+    per_real, per_mixed = averaged_cases(real), averaged_cases(mixed)
     assert set(per_real) == set(per_mixed), "the real validation cases must be the same in both datasets"
     paired = paired_difference(per_real, per_mixed)
-    return {"real": real["foreground_mean"]["Dice"]["folds"]["mean"],
-            "real_law": mixed["foreground_mean"]["Dice"]["folds"]["mean"],
+    return {"real": float(np.mean(list(per_real.values()))), "real_law": float(np.mean(list(per_mixed.values()))),
             "improved_cases": paired["improved"], "improved_or_equal": paired["improved"] + paired["equal"],
-            "cases": len(per_real), "paired": paired}
+            "cases": len(per_real), "paired": paired,
+            "runs": {"real": [m["foreground_mean"]["Dice"]["cases"]["mean"] for m in real],
+                     "real_law": [m["foreground_mean"]["Dice"]["cases"]["mean"] for m in mixed]}}
 
 
 def row_line(name: str, row: dict) -> str:
@@ -75,8 +92,10 @@ class Scale:
     trainer_suffix: str  # schedule of every segmenter: nnUNetTrainer_cpu / ORDER_cpu / ... or nnU-Net's full one
     device: str
     law_train: Tuple[str, ...]  # options of `law train`
-    synthetic: int  # synthetic cases per LAW dataset
+    synthetic: int  # synthetic cases of each weighting's LAW dataset (the image-quality ablation)
     sampling_steps: int
+    downstream_ratio: float  # synthetic / real training cases of the downstream comparison (a key of RATIO_IDS)
+    runs: int  # training runs of each replicated segmenter (one run of one fold moves by a few Dice points)
 
     def trainer(self, base: str) -> str:
         return base + self.trainer_suffix
@@ -85,18 +104,19 @@ class Scale:
 SCALES = {
     # a 2-core CPU in about an hour per script: 200 pairs at 128 px, fold 0, 20 x 50 iterations per segmenter, a
     # small inpainting generator on 64 x 64 lesion windows at the images' resolution (1500 steps), 100 synthetic
-    # cases through the quality gate
+    # cases through the quality gate (100 DDIM steps: at 25 this generator paints saturated, speckled lesions);
+    # downstream: a quarter as many synthetic as real training cases (the ratio study), 3 runs of ORDER
     "cpu": Scale("cpu", 200, 128, (0,), "_cpu", "cpu",
                  ("--iterations", "1500", "--batch-size", "16", "--image-size", "64", "64", "--features", "16", "32",
-                  "64", "--lr", "1e-3", "--warmup-steps", "250", "--save-every", "250"), 100, 25),
+                  "64", "--lr", "1e-3", "--warmup-steps", "250", "--save-every", "250"), 100, 100, 0.25, 3),
     # checks that the scripts run end to end, in minutes; its numbers mean nothing
     "smoke": Scale("smoke", 16, 64, (0,), "_smoke", "cpu",
                    ("--iterations", "6", "--batch-size", "4", "--image-size", "32", "32", "--features", "8", "16",
-                    "--save-every", "3"), 4, 3),
+                    "--save-every", "3"), 4, 3, 0.25, 2),
     # the papers' setting on a GPU: every pair at full resolution, five folds, nnU-Net's 1000 x 250 schedule,
     # the default generator at 256 x 256
     "paper": Scale("paper", None, None, (0, 1, 2, 3, 4), "", "cuda",
-                   ("--iterations", "20000", "--batch-size", "16", "--image-size", "256", "256"), 1000, 50),
+                   ("--iterations", "20000", "--batch-size", "16", "--image-size", "256", "256"), 1000, 50, 1.0, 1),
 }
 
 
@@ -230,21 +250,39 @@ class Reproduction:
         return [(Stage(f"preprocess {d}", ["nnUNetv2_preprocess", "-d", d, "-plans_name", "nnUNetPlans", "-c",
                                            CONFIGURATION, "-np", "2"]), data)]
 
-    def train_stages(self, dataset_id: int, segmenters: List[str]) -> List[Tuple[Stage, Optional[Path]]]:
-        """nnUNetv2_train for each segmenter and fold; ``--c`` where an interrupted run left a checkpoint."""
-        stages = []
-        for name in segmenters:
-            configuration, base = SEGMENTERS[name]
-            trainer = self.scale.trainer(base)
-            for fold in self.scale.folds:
-                fold_folder = self.model_folder(dataset_id, configuration, trainer) / f"fold_{fold}"
-                command = ["nnUNetv2_train", str(dataset_id), configuration, str(fold), "-tr", trainer,
-                           "-device", self.device]
-                if (fold_folder / "checkpoint_latest.pth").exists():
-                    command.append("--c")
-                stages.append((Stage(f"train {name} on {dataset_id}, fold {fold}", command),
-                               fold_folder / "validation" / "summary.json"))
-        return stages
+    def replicate_plans(self, dataset_id: int, run: int) -> str:
+        """Plans identifier of run ``run``: nnUNetPlans itself for run 0, else a copy under another name (the same
+        preprocessed data, a results folder of its own, so nnU-Net keeps each run's models apart)."""
+        if run == 0:
+            return "nnUNetPlans"
+        name = f"nnUNetPlans_r{run}"
+        folder = self.work / "nnUNet_preprocessed" / self.dataset(dataset_id)
+        plans = json.loads((folder / "nnUNetPlans.json").read_text())
+        plans["plans_name"] = name
+        text = json.dumps(plans, indent=4)
+        if not (folder / f"{name}.json").is_file() or (folder / f"{name}.json").read_text() != text:
+            (folder / f"{name}.json").write_text(text)
+        return name
+
+    def train_stage(self, dataset_id: int, name: str, configuration: str, trainer: str, fold: int, run: int = 0
+                    ) -> Tuple[Stage, Path]:
+        """nnUNetv2_train of one model and fold in run ``run``: seed 12345 + run (the short schedules are seeded, so
+        runs with one seed would be copies), the run's plans; ``--c`` where an interrupted run left a checkpoint."""
+        plans = self.replicate_plans(dataset_id, run)
+        folder = (self.work / "nnUNet_results" / self.dataset(dataset_id) / f"{trainer}__{plans}__{configuration}" /
+                  f"fold_{fold}")
+        command = ["env", f"nnUNet_laworder_seed={SHORT_SCHEDULE_SEED + run}", "nnUNetv2_train", str(dataset_id),
+                   configuration, str(fold), "-tr", trainer, "-p", plans, "-device", self.device]
+        if (folder / "checkpoint_latest.pth").exists():
+            command.append("--c")
+        return (Stage(f"train {name} ({trainer}, {plans}) on {dataset_id}, fold {fold}", command),
+                folder / "validation" / "summary.json")
+
+    def train_stages(self, dataset_id: int, segmenters: List[str], run: int = 0) -> List[Tuple[Stage, Path]]:
+        """nnUNetv2_train for each segmenter (a name of SEGMENTERS) and fold, in run ``run``."""
+        return [self.train_stage(dataset_id, name, configuration, trainer, fold, run)
+                for name, configuration, trainer in zip(segmenters, *self.models(segmenters))
+                for fold in self.scale.folds]
 
     def law_stages(self, weighting: str) -> List[Tuple[Stage, Optional[Path]]]:
         """LAW with one weighting: the generator on the first fold's training cases only, then its real +
@@ -276,16 +314,44 @@ class Reproduction:
                 [self.scale.trainer(SEGMENTERS[name][1]) for name in segmenters])
 
     def compare(self, dataset_id: int, segmenters: List[str], tag: str,
-                benchmark_json: Optional[Path] = None) -> dict:
-        """``nnunet-laworder compare`` of the segmenters on a dataset; returns its JSON report."""
+                benchmark_json: Optional[Path] = None, run: int = 0) -> dict:
+        """``nnunet-laworder compare`` of the segmenters' run ``run`` on a dataset; returns its JSON report."""
         configurations, trainers = self.models(segmenters)
         out = self.results / f"{tag}_compare.json"
         command = ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c", *configurations, "-tr", *trainers,
-                   "-f", *map(str, self.scale.folds), "--json", str(out), "--png", str(out.with_suffix(".png"))]
+                   "-p", self.replicate_plans(dataset_id, run), "-f", *map(str, self.scale.folds), "--json", str(out),
+                   "--png", str(out.with_suffix(".png"))]
         if benchmark_json is not None:
             command += ["--benchmark-json", str(benchmark_json)]
         run_stage(Stage(f"compare {tag}", command), self.env, self.log)
         return json.loads(out.read_text())
+
+    def real_vs_law(self, ratio: float, segmenters: List[str], replicate: List[str]) -> Tuple[dict, int]:
+        """Real only vs real + LAW synthetic at ``ratio`` synthetic / real training cases of the first fold: the law
+        generator's cases through the quality gate into dataset ``RATIO_IDS[ratio]`` (the real dataset's plans),
+        each segmenter trained on both datasets (the ``replicate`` ones in every one of the scale's runs, the others
+        once); returns ({segmenter: downstream_row}, synthetic cases kept). Needs the real-only judge and the law
+        generator (``law_stages("law")[:1]``) trained."""
+        splits = json.loads((self.work / "nnUNet_preprocessed" / self.dataset(REAL_ID) / "splits_final.json"
+                             ).read_text())
+        n_real = len(splits[self.scale.folds[0]]["train"])
+        dataset_id = RATIO_IDS[ratio]
+        self.run([self.synthesize_stage("law", dataset_id, f"{law_name('law')}{int(100 * ratio)}",
+                                        max(1, round(ratio * n_real)))])
+        self.run(self.preprocess_stages(dataset_id))
+        runs = {name: self.scale.runs if name in replicate else 1 for name in segmenters}
+        models: Dict[str, Dict[int, List[dict]]] = {name: {REAL_ID: [], dataset_id: []} for name in segmenters}
+        for run in range(max(runs.values())):
+            trained = [name for name in segmenters if run < runs[name]]
+            for d in (REAL_ID, dataset_id):
+                self.run(self.train_stages(d, trained, run))
+                report = self.compare(d, trained, f"real_vs_law{int(100 * ratio)}_{d}_r{run}", run=run)
+                for name, model in zip(trained, report["models"]):
+                    models[name][d].append(model)
+        kept = json.loads((self.work / "nnUNet_raw" / self.dataset(dataset_id) / "provenance.json").read_text())
+        rows = {name: dict(downstream_row(models[name][REAL_ID], models[name][dataset_id]), ratio=ratio,
+                           synthetic_cases=len(kept["cases"]), real_training_cases=n_real) for name in segmenters}
+        return rows, len(kept["cases"])
 
     def write_table(self, tag: str, title: str, lines: List[str], data: dict) -> Path:
         """``results/<tag>.md`` (the table and how it was made) and ``results/<tag>.json``."""

@@ -16,8 +16,21 @@ def _registrars():
     return env, plans, convert, complexity, deployment, demo, law
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's usage errors on one line, as an :class:`InputError` prints (argparse's own prints the usage above
+    it); every subcommand's parser is of this class too (``add_subparsers`` makes them of their parent's class)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def one_line(message: str) -> str:
+    """An error message on one line: some wrap a third-party message (nnU-Net's, the OS's) that may hold several."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="nnunet-laworder",
         description="ORDER / MK-UNet architectures and trainers and the LAW synthetic-data stage for nnU-Net v2.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -32,7 +45,7 @@ def main(argv=None) -> int:
         return args.func(args) or 0
     except InputError as e:
         command = " ".join(filter(None, (args.command, getattr(args, "law_command", None))))
-        print(f"nnunet-laworder {command}: error: {e}", file=sys.stderr)
+        print(f"nnunet-laworder {command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
 
 

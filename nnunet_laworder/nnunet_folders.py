@@ -3,7 +3,8 @@
 nnU-Net's three roots (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``) come from ``nnunetv2.paths``;
 dataset ids become names through nnU-Net's ``maybe_convert_to_dataset_name``. Every function raises an
 :class:`InputError` that names the missing variable, folder or file and the command that makes it.
-Also here: atomic JSON writing (a reader never sees half a file) and ``-device`` resolution as nnU-Net's.
+Also here: output folders checked before any work, atomic JSON writing (a reader never sees half a file) and
+``-device`` resolution as nnU-Net's.
 """
 import json
 import os
@@ -132,6 +133,19 @@ def read_json(path: Union[str, Path]) -> dict:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path} is not valid JSON: {e}") from None
+
+
+def check_output_folder(path: Union[str, Path], option: str) -> Path:
+    """``path``, when it is or can be made a writable folder (the first of it and its parents that exists is a
+    writable folder), else the :class:`InputError` naming ``option``. Makes nothing: it runs before any work, so
+    that hours of work never end at an output that cannot be written."""
+    path = Path(path)
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{option}: {existing} is a file, not a folder; choose another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option}: {existing} is not writable; choose a writable folder")
+    return path
 
 
 def save_json_atomic(obj, path: Union[str, Path], indent: int = 2) -> None:

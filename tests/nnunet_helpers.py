@@ -33,6 +33,25 @@ def run(cmd, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     return result
 
 
+def tiny_2d_plans(architecture: dict, patch_size=(16, 16)) -> tuple:
+    """``(plans, dataset_json)`` of a hand-written 2d plan (one MRI channel, one foreground label) with the given
+    ``architecture`` block, enough for nnU-Net to make a trainer without a dataset."""
+    configuration = {"data_identifier": "tiny_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+                     "patch_size": list(patch_size), "median_image_size_in_voxels": list(patch_size),
+                     "spacing": [1.0, 1.0], "normalization_schemes": ["ZScoreNormalization"],
+                     "use_mask_for_norm": [False], "batch_dice": True, "architecture": architecture}
+    plans = {"dataset_name": "Dataset999_Tiny", "plans_name": "nnUNetPlans", "configurations": {"2d": configuration},
+             "label_manager": "LabelManager", "continue_training": False}
+    dataset_json = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "target": 1}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    return plans, dataset_json
+
+
+def files_under(folders) -> dict:
+    """Every file under ``folders`` with its modification time: equal before and after, nothing was written."""
+    return {path: path.stat().st_mtime_ns for folder in folders for path in folder.rglob("*") if path.is_file()}
+
+
 def kill_after_first_checkpoint(cmd: list, env: dict, checkpoint: Path, timeout: float = 900) -> list:
     """Start a training, kill it (as a crash would) once ``checkpoint`` loads; return the losses it holds."""
     # its own process group, so that the data-augmentation workers die with it

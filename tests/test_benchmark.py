@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_helpers import nnunet_env, run
+from nnunet_helpers import files_under, nnunet_env, run
 from nnunet_laworder.cli import main
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation.benchmark import FIGURES
@@ -145,10 +145,6 @@ def smoke_model(kvasir_plans):
     run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", SMOKE, "-device", "cpu"],
         dict(env, nnUNet_n_proc_DA="0"))
     return kvasir_plans
-
-
-def files_under(folders) -> dict:
-    return {path: path.stat().st_mtime_ns for folder in folders for path in folder.rglob("*") if path.is_file()}
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from scipy import ndimage
 from torch import nn
 
 from law_fixtures import law_folders  # noqa: F401  (module-scoped nnU-Net folders, a pytest fixture)
-from nnunet_helpers import (copy_kvasir_subset, label_values, nnunet_env, run, train_losses,
+from nnunet_helpers import (copy_kvasir_subset, label_values, nnunet_env, run, tiny_2d_plans, train_losses,
                             validation_summary, write_msd_subset)
 from nnunet_laworder.networks.cdal import (CDALDiscriminator, CDALNetwork, attention_weights, r1_penalty,
                                            vp_sde_betas, weighted_mse)
@@ -315,15 +315,8 @@ def cdal_trainer(tmp_path, monkeypatch):
     from nnunet_laworder.training.diffusion_seg_trainers import nnUNetTrainerCDAL_smoke
 
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
-    configuration = {"data_identifier": "tiny_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-                     "patch_size": [16, 16], "median_image_size_in_voxels": [16, 16], "spacing": [1.0, 1.0],
-                     "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
-                     "batch_dice": True, "architecture": {"network_class_name": "unused", "_kw_requires_import": [],
-                                                          "arch_kwargs": {"strides": [[1, 1], [2, 2], [2, 2]]}}}
-    plans = {"dataset_name": "Dataset999_Tiny", "plans_name": "nnUNetPlans", "configurations": {"2d": configuration},
-             "label_manager": "LabelManager", "continue_training": False}
-    dataset_json = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "target": 1}, "numTraining": 1,
-                    "file_ending": ".nii.gz"}
+    plans, dataset_json = tiny_2d_plans({"network_class_name": "unused", "_kw_requires_import": [],
+                                         "arch_kwargs": {"strides": [[1, 1], [2, 2], [2, 2]]}})
     torch.manual_seed(0)
     trainer = nnUNetTrainerCDAL_smoke(plans, "2d", 0, dataset_json, torch.device("cpu"))
     trainer.num_input_channels = 1

@@ -21,8 +21,8 @@ from conftest import require_data
 from law_fixtures import law_folders, law_kvasir  # noqa: F401  (pytest fixtures)
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.layout_fidelity import TrainedModel
-from nnunet_laworder.law.quality_gate import (MIN_FIDELITY_DEFAULT, Judge, case_fidelity, check_min_fidelity,
-                                              gate_summary, passes)
+from nnunet_laworder.law.options import MIN_FIDELITY_DEFAULT
+from nnunet_laworder.law.quality_gate import Judge, case_fidelity, check_min_fidelity, gate_summary, passes
 
 JUDGE_TRAINER = "nnUNetTrainerORDER_cpu"
 JUDGE_CONFIGURATION = "2d_order"

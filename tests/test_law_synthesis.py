@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -303,8 +304,6 @@ def test_command_line_wiring():
 
 
 def test_input_errors_before_any_work(law_kvasir, kvasir_checkpoint, capsys):
-    import shutil
-
     raw = law_kvasir.folders["nnUNet_raw"]
     before = sorted(p.name for p in raw.iterdir())
     cases = [(["-d", 901, "-o", 901], "is the id of the source dataset"),
@@ -366,34 +365,59 @@ def test_overwrite_guard(law_kvasir, kvasir_checkpoint, capsys):
     assert synthetic_ids(dataset_folder(law_kvasir, 915)) == ["law_00000", "law_00001", "law_00002"]
 
 
-def test_interrupted_synthesis_leaves_nothing_and_resumes(law_kvasir, kvasir_checkpoint, capsys):
-    raw = law_kvasir.folders["nnUNet_raw"]
-    argv = ["-d", "901", "-o", "916", "--num", "16", "--steps", "50", "-device", "cpu", "--no-progress"]
-    process = subprocess.Popen(SYNTH + argv, env=dict(law_kvasir.env, OMP_NUM_THREADS="1"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def dataset_snapshot(planned, dataset_id: int) -> dict:
+    """``{path: bytes}`` of every file of dataset ``dataset_id`` in nnUNet_raw and nnUNet_preprocessed."""
+    snapshot = {}
+    for root in (planned.folders["nnUNet_raw"], planned.folders["nnUNet_preprocessed"]):
+        for folder in root.glob(f"Dataset{dataset_id:03d}_*"):
+            snapshot.update({p.relative_to(root.parent): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+    return snapshot
+
+
+def kill_once_cached(argv: list, env: dict, raw: Path, dataset_id: int) -> list:
+    """Start ``law synthesize ARGV`` in a child process and SIGKILL it once a case is in the cache; until then no
+    ``DatasetXXX_*`` of ``dataset_id`` may appear under ``raw``. Returns the cached cases' names."""
+    process = subprocess.Popen(SYNTH + argv + ["-device", "cpu", "--no-progress"],
+                               env=dict(env, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    cache_cases, visible = f".law-cache-Dataset{dataset_id:03d}_*/cases/law_*", f"Dataset{dataset_id:03d}_*"
     cached = []
     try:
         deadline = time.monotonic() + 300
         while not cached and time.monotonic() < deadline:
             assert process.poll() is None, "synthesis ended before it could be interrupted"
-            cached = list(raw.glob(".law-cache-Dataset916_*/cases/law_*"))
+            assert not list(raw.glob(visible)), "a dataset appeared while its cases were being sampled"
+            cached = list(raw.glob(cache_cases))
             time.sleep(0.02)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert cached, "no synthetic case appeared in the cache"
-    assert not list(raw.glob("Dataset916_*"))  # nothing visible to nnU-Net
-    cached = sorted(raw.glob(".law-cache-Dataset916_*/cases/law_*"))
-    kept = {p.name: (p / "imagesTr" / f"{p.name}_0000.png").read_bytes() for p in cached}
-    assert 0 < len(kept) < 16
+    return sorted(p.name for p in raw.glob(cache_cases))
 
-    assert synthesize(*argv[:-3]) == 0
-    assert f"{len(kept)} already cached, {16 - len(kept)} to sample" in capsys.readouterr().out
-    folder = dataset_folder(law_kvasir, 916)
-    assert synthetic_ids(folder) == [f"law_{i:05d}" for i in range(16)]
-    for case, image in kept.items():  # reused, not resampled
-        assert (folder / "imagesTr" / f"{case}_0000.png").read_bytes() == image
-    assert not list(raw.glob(".*"))  # cache, lock and the killed run's leftovers are gone
+
+def test_interrupted_synthesis_resumes_to_the_uninterrupted_dataset(law_kvasir, kvasir_checkpoint, capsys):
+    """A run killed once its first cases are cached shows no dataset, then or after; the same command again samples
+    only the missing cases and writes, byte for byte, what one uninterrupted run writes."""
+    num = 8
+    argv = ["-d", "901", "-o", "916", "--num", str(num), "--steps", "50", "--seed", "3"]
+    assert synthesize(*argv) == 0
+    uninterrupted = dataset_snapshot(law_kvasir, 916)
+    for root in (law_kvasir.folders["nnUNet_raw"], law_kvasir.folders["nnUNet_preprocessed"]):
+        for folder in root.glob("Dataset916_*"):  # the id is free again, as before the first run
+            shutil.rmtree(folder)
+    capsys.readouterr()
+
+    kept = kill_once_cached(argv, law_kvasir.env, law_kvasir.folders["nnUNet_raw"], 916)
+    assert 0 < len(kept) < num
+    assert not dataset_snapshot(law_kvasir, 916)  # nothing in nnUNet_raw or nnUNet_preprocessed after the kill
+
+    assert synthesize(*argv) == 0
+    assert f"{len(kept)} already cached, {num - len(kept)} to sample" in capsys.readouterr().out
+    resumed = dataset_snapshot(law_kvasir, 916)
+    assert sorted(resumed) == sorted(uninterrupted)
+    assert [path for path in resumed if resumed[path] != uninterrupted[path]] == []
+    assert not list(law_kvasir.folders["nnUNet_raw"].glob(".*"))  # cache, lock and the killed run's leftovers
 
 
 def test_sharded_parts_equal_one_run(law_kvasir, kvasir_checkpoint, capsys):

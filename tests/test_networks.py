@@ -1,4 +1,8 @@
 """Unit tests of the MK-UNet and ORDER networks: shapes, deep supervision, strides, the zero-gamma identity."""
+import itertools
+import math
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -149,6 +153,26 @@ def test_token_grid_caps_tokens_and_uncertainty_range():
     u = prediction_uncertainty(logits, multilabel=False)
     assert torch.allclose(u.flatten(), torch.tensor([1.0, 0.0]), atol=1e-6)
     assert torch.allclose(prediction_uncertainty(torch.zeros(1, 2, 1, 1), multilabel=True), torch.ones(1, 1, 1, 1))
+
+
+def halving_loop_grid(spatial, max_tokens):
+    """token_grid as a loop over the sizes (what it computed before its closed form, kept as the definition)."""
+    grid = list(spatial)
+    while math.prod(grid) > max_tokens and max(grid) > 1:
+        axis = grid.index(max(grid))
+        grid[axis] = (grid[axis] + 1) // 2
+    return tuple(grid)
+
+
+def test_token_grid_matches_the_halving_loop_at_every_size():
+    caps = (1, 3, 7, 64, 100, 1024)
+    small = [*itertools.product(range(1, 41), repeat=2), *itertools.product(range(1, 13), repeat=3)]
+    rng = random.Random(0)  # large and unequal axes, 2D and 3D
+    large = [tuple(rng.randint(1, rng.choice((100, 1000, 100000))) for _ in range(dims))
+             for dims in rng.choices((2, 3), k=2000)]
+    for spatial in [*small, *large]:
+        for max_tokens in caps:
+            assert token_grid(spatial, max_tokens) == halving_loop_grid(spatial, max_tokens), (spatial, max_tokens)
 
 
 @pytest.mark.parametrize("variant,attention_stages,gated", [("default", 2, False), ("no-attention", 0, False),

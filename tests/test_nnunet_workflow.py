@@ -2,7 +2,8 @@
 
 Kvasir-SEG (2D, RGB): convert -> nnUNetv2_plan_and_preprocess --verify_dataset_integrity -> plans -> nnUNetv2_train
 (ORDER and MK-UNet, short trainers) -> nnUNetv2_predict. MSD Hippocampus (3D, anisotropic strides, 2 foreground
-labels): the same with 3d_fullres_order, plus the plans command's contract.
+labels): the same with 3d_fullres_order, plus the plans command's contract. KiTS19 (real label volumes, nnU-Net
+regions kidney+tumour and tumour): convert -> plan -> gated ORDER -> train -> predict -> nnUNetv2_evaluate_folder.
 """
 import json
 import shutil
@@ -15,7 +16,7 @@ from nnunet_helpers import (copy_kvasir_subset, kill_after_first_checkpoint, lab
                             nnunet_env, run, train_losses, validation_summary, write_msd_subset)
 from nnunet_laworder.cli import main
 
-KVASIR_ID, HIPPO_ID = 501, 502
+KVASIR_ID, HIPPO_ID, KITS_ID = 501, 502, 503
 KVASIR_TRAIN, KVASIR_TEST = 24, 4
 
 
@@ -157,3 +158,116 @@ def test_wrong_trainer_for_configuration_is_a_clear_error(kvasir_planned, nnunet
     env, _ = kvasir_planned
     with pytest.raises(AssertionError, match="nnUNetTrainerORDER_smoke trains ORDER, but this configuration builds"):
         run(["nnUNetv2_train", str(KVASIR_ID), "2d", "0", "-tr", "nnUNetTrainerORDER_smoke", "-device", "cpu"], env)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KiTS19: nnU-Net regions
+
+KITS_TEST = ("case_00110", "case_00152")  # given imaging only (official test cases): predicted, then evaluated
+KITS_STEP, KITS_MARGIN = 4, 8  # every 4th row and column of a box 8 pixels beyond the kidneys: ~40 x 80 slices
+
+
+def write_kits_subset(labels_dir, official, reference) -> None:
+    """The real KiTS19 segmentations cropped around the kidneys (and every KITS_STEP-th row and column: nibabel's
+    slicer keeps the affine right) in the official layout, each with a CT stand-in of the same geometry whose
+    intensities follow the labels (the CT volumes are not in the test data). The test cases get imaging only;
+    their cropped segmentations go to ``reference``."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    reference.mkdir()
+    for source in sorted(labels_dir.glob("case_*/segmentation.nii.gz")):
+        segmentation = nib.load(source)
+        labels = np.asarray(segmentation.dataobj)
+        box = []
+        for axis, margin in enumerate((1, KITS_MARGIN, KITS_MARGIN)):
+            present = np.flatnonzero(labels.any(axis=tuple(a for a in range(3) if a != axis)))
+            box.append(slice(max(present[0] - margin, 0), present[-1] + margin + 1, 1 if axis == 0 else KITS_STEP))
+        cropped = segmentation.slicer[tuple(box)]
+        seg = np.asarray(cropped.dataobj)
+        ct = (rng.normal(-100, 40, seg.shape) + np.choose(seg, [0, 250, 150])).astype(np.int16)  # body, kidney, tumour
+        imaging = nib.Nifti1Image(ct, cropped.affine, cropped.header)
+        imaging.set_data_dtype(np.int16)
+        case = source.parent.name
+        (official / case).mkdir(parents=True)
+        nib.save(imaging, official / case / "imaging.nii.gz")
+        nib.save(cropped, (reference / f"{case}.nii.gz") if case in KITS_TEST else (official / case / source.name))
+
+
+def region_decoding(probabilities: np.ndarray, regions_class_order=(1, 2)) -> np.ndarray:
+    """nnU-Net's label map of region probabilities: each region's label where its sigmoid exceeds 0.5, in order."""
+    segmentation = np.zeros(probabilities.shape[1:], np.uint8)
+    for channel, label in enumerate(regions_class_order):
+        segmentation[probabilities[channel] > 0.5] = label
+    return segmentation
+
+
+def uncertainty_calls(model, monkeypatch) -> tuple:
+    """(the trained network as nnUNetv2_predict builds it, the (multilabel, channels) of each uncertainty its
+    attention computed in one forward pass)."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    import nnunet_laworder.networks.order as order
+    from nnunet_laworder.training.discovery import plugin_trainers
+
+    calls, computed = [], order.prediction_uncertainty
+
+    def recorded(logits, multilabel):
+        calls.append((multilabel, logits.shape[1]))
+        return computed(logits, multilabel)
+
+    monkeypatch.setattr(order, "prediction_uncertainty", recorded)
+    predictor = nnUNetPredictor(device=torch.device("cpu"))
+    with plugin_trainers():
+        predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
+    network = predictor.network.eval()
+    with torch.no_grad():
+        network(torch.randn(1, 1, *predictor.configuration_manager.patch_size))
+    return network, calls
+
+
+@pytest.mark.slow
+def test_kits19_regions_train_predict_evaluate(nnunet_folders, tmp_path, monkeypatch):
+    """Region training end to end with ORDER's confidence gate, which must read sigmoid (per-region) uncertainty."""
+    import SimpleITK as sitk
+    from conftest import require_data
+
+    official, reference = tmp_path / "kits19", tmp_path / "reference"
+    write_kits_subset(require_data("kits19-labels"), official, reference)
+    env = nnunet_env(nnunet_folders)
+    assert main(["convert", "kits19", str(official), "-d", str(KITS_ID)]) == 0
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(KITS_ID), "-c", "2d", "-np", "1", "-npfp", "1",
+         "--verify_dataset_integrity"], env)
+    # the plans' default ORDER has no gate: the paper's gated variant is the one whose gate reads the uncertainty
+    assert main(["plans", "-d", str(KITS_ID), "-c", "2d", "--arch", "order", "--variant", "confidence-gate"]) == 0
+    configuration, trainer = "2d_order_confidence-gate", "nnUNetTrainerORDER_smoke"
+    run(["nnUNetv2_train", str(KITS_ID), configuration, "0", "-tr", trainer, "-device", "cpu"], env)
+
+    raw = next(nnunet_folders["nnUNet_raw"].glob(f"Dataset{KITS_ID}_*"))
+    model = nnunet_folders["nnUNet_results"] / raw.name / f"{trainer}__nnUNetPlans__{configuration}"
+    network, calls = uncertainty_calls(model, monkeypatch)
+    attention = list(network.decoder.skip_attention.values())
+    assert attention and all(stage.confidence_gate for stage in attention)
+    assert calls == [(True, 2)] * len(attention)  # sigmoid uncertainty of the two regions at every gated stage
+
+    out = tmp_path / "pred"
+    run(["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(KITS_ID), "-c", configuration,
+         "-tr", trainer, "-f", "0", "-device", "cpu", "--save_probabilities", "-npp", "0", "-nps", "0"], env)
+    for case in KITS_TEST:
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        probabilities = np.load(out / f"{case}.npz")["probabilities"]
+        assert probabilities.shape == (2, *prediction.shape)  # one sigmoid per region, no background channel
+        # the label map is the regions' decoding: tumour (2) inside kidney+tumour (1 or 2)
+        assert np.array_equal(prediction, region_decoding(probabilities))
+
+    run(["nnUNetv2_evaluate_folder", str(reference), str(out), "-djfile", str(model / "dataset.json"),
+         "-pfile", str(model / "plans.json"), "-np", "1"], env)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["mean"]) == {"(1, 2)", "2"}  # scored per region, as the KiTS evaluation does
+    assert len(summary["metric_per_case"]) == len(KITS_TEST)
+    for case in summary["metric_per_case"]:
+        kidney_and_tumour, tumour = case["metrics"]["(1, 2)"], case["metrics"]["2"]
+        for count in ("n_ref", "n_pred", "TP"):
+            assert kidney_and_tumour[count] >= tumour[count], count
+        assert kidney_and_tumour["n_ref"] > 0 and 0 <= kidney_and_tumour["Dice"] <= 1

@@ -1,7 +1,8 @@
 """``nnunet-laworder export`` and ``predict --onnx`` on an ORDER model trained on a real Kvasir-SEG subset, on CPU.
 
 The graph must agree with PyTorch: nnU-Net's whole prediction with onnxruntime computing the network against
-nnUNetv2_predict on held-out images, and the raw logits of real preprocessed patches at two spatial sizes.
+nnUNetv2_predict on held-out images, and the raw logits of real preprocessed patches at two spatial sizes; and,
+without training, a small ORDER's graph traced at one size must agree at another whose token grids differ.
 """
 import json
 
@@ -9,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from nnunet_helpers import copy_kvasir_subset, module_nnunet_folders, nnunet_env, run
+from test_fast_inference import trained_looking
 from nnunet_laworder.cli import main
-from nnunet_laworder.networks.order import SelectiveBidirectionalSkipAttention, token_grid
+from nnunet_laworder.networks.order import ORDER, SelectiveBidirectionalSkipAttention, token_grid
 
 KVASIR_ID = 511
 KVASIR_TRAIN, KVASIR_TEST = 16, 4
@@ -86,15 +89,12 @@ def test_onnx_prediction_matches_nnunet_predict(exported, tmp_path):
     assert worst <= 1e-3
 
 
-def attention_halvings(network, shape):
-    """How many times ORDER's token grid halves each axis at each attention stage, for an input of ``shape``: the
-    graph, unrolled at the traced size, is exact wherever these agree."""
-    halvings, hooks = [], []
+def attention_token_grids(network, shape):
+    """The token grid of each of ORDER's attention stages for an input of ``shape``."""
+    grids, hooks = [], []
 
     def record(module, args):
-        spatial = args[0].shape[2:]
-        grid = token_grid(spatial, module.max_tokens)
-        halvings.append(tuple(int(np.log2(s / g).round()) for s, g in zip(spatial, grid)))
+        grids.append(token_grid(args[0].shape[2:], module.max_tokens))
 
     for module in network.modules():
         if isinstance(module, SelectiveBidirectionalSkipAttention):
@@ -103,7 +103,41 @@ def attention_halvings(network, shape):
         network(torch.zeros(shape))
     for hook in hooks:
         hook.remove()
-    return halvings
+    return grids
+
+
+def kvasir_batch(kvasir_dir, size, n=2):
+    """The first ``n`` Kvasir-SEG images resized to ``size`` (rows, columns), each channel standardised as nnU-Net
+    normalises RGB frames."""
+    images = [np.asarray(Image.open(path).convert("RGB").resize(size[::-1], Image.BILINEAR), dtype=np.float32)
+              for path in sorted((kvasir_dir / "images").glob("*.jpg"))[:n]]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    return (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True)
+
+
+def test_graph_traced_at_one_size_matches_pytorch_at_another(kvasir_dir, tmp_path):
+    """ORDER's token grid and its pooling are computed in the graph, not fixed at the traced size."""
+    pytest.importorskip("onnxruntime")
+    from nnunet_laworder.deployment.onnx_export import export_network
+    from nnunet_laworder.deployment.onnx_runtime import OnnxNetwork
+
+    torch.manual_seed(0)
+    network = ORDER(3, 2, features_per_stage=(4, 8, 8, 8, 8), max_tokens=64).eval()
+    for module in network.modules():  # PyTorch's default init: logits of order 1, which 1e-3 resolves
+        if isinstance(module, nn.modules.conv._ConvNd):
+            module.reset_parameters()
+    trained_looking(network)  # attention strengths away from 0, so the token grid matters
+    traced, other = (64, 64), (96, 80)
+    assert attention_token_grids(network, (1, 3, *traced)) != attention_token_grids(network, (1, 3, *other))
+
+    onnx_file = tmp_path / "order.onnx"
+    export_network(network, kvasir_batch(kvasir_dir, traced)).save(onnx_file, external_data=False)
+    x = kvasir_batch(kvasir_dir, other)
+    with torch.no_grad():
+        expected = network(x)
+    difference = float((OnnxNetwork(onnx_file, threads=1)(x) - expected).abs().max())
+    print(f"size {other}: max |logit difference| {difference:.2e} (logits up to {float(expected.abs().max()):.2f})")
+    assert difference <= 1e-3
 
 
 @pytest.mark.slow
@@ -121,10 +155,9 @@ def test_onnx_logits_match_pytorch_on_real_patches_at_two_sizes(exported, nnunet
     # 2D cases are stored as (C, 1, X, Y)
     cases = [np.asarray(dataset.load_case(identifier)[0])[:, 0] for identifier in sorted(dataset.identifiers)[:2]]
 
-    # another size, a multiple of ORDER's total stride, whose token grids halve as the patch's do
-    trace = attention_halvings(network, (1, cases[0].shape[0], *patch))
-    other = next(size for step in (1, -1, 2, -2, 3) for size in [[s + 16 * step for s in patch]]
-                 if min(size) > 0 and attention_halvings(network, (1, cases[0].shape[0], *size)) == trace)
+    other = [s + 16 for s in patch]  # another multiple of ORDER's total stride, with other token grids
+    assert attention_token_grids(network, (1, cases[0].shape[0], *patch)) != \
+        attention_token_grids(network, (1, cases[0].shape[0], *other))
     onnx_network = OnnxNetwork(onnx_file, threads=1)
     for size in (patch, other):
         # a real preprocessed patch of each case (zero-padded where the case is smaller, as nnU-Net pads)

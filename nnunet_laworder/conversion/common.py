@@ -33,7 +33,7 @@ def raise_if_problems(problems: Sequence[str], source: Path) -> None:
     shown = list(problems[:MAX_LISTED_PROBLEMS])
     if len(problems) > len(shown):
         shown.append(f"... and {len(problems) - len(shown)} more")
-    raise InputError(f"{len(problems)} problem(s) in {source}, nothing was written:\n  " + "\n  ".join(shown))
+    raise InputError(f"{len(problems)} problem(s) in {source}, nothing was written: " + "; ".join(shown))
 
 
 # ---------------------------------------------------------------------------------------------------------------

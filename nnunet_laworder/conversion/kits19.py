@@ -44,7 +44,8 @@ def check_case(imaging: Path, segmentation: Path) -> None:
     if seg.shape != image.shape:
         raise InputError(f"{segmentation}: shape {seg.shape} differs from {IMAGING} {image.shape}")
     if not np.allclose(seg.affine, image.affine, atol=1e-3):
-        raise InputError(f"{segmentation}: affine differs from {IMAGING}\n{seg.affine}\nvs\n{image.affine}")
+        raise InputError(f"{segmentation}: affine {seg.affine.round(3).tolist()} differs from {IMAGING}'s "
+                         f"{image.affine.round(3).tolist()}")
     try:
         found = set(np.unique(np.asarray(seg.dataobj)).tolist())
     except Exception as e:  # a header can be fine while the compressed data is truncated

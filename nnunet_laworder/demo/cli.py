@@ -2,13 +2,15 @@
 import sys
 from pathlib import Path
 
-from nnunet_laworder.demo.pipeline import DEFAULT_TRAINER, run_demo
+from nnunet_laworder.demo.paths import DEFAULT_TRAINER
 from nnunet_laworder.workflow import StageFailed
 
 DEFAULT_OUTPUT = Path("nnunet_laworder_demo")
 
 
 def run(args) -> int:
+    from nnunet_laworder.demo.pipeline import run_demo  # torch and nnU-Net load slowly: only when run
+
     try:
         report = run_demo(output=args.output, device=args.device, trainer=args.trainer, overwrite=args.overwrite,
                           law=args.law)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
-from nnunet_laworder.law.evaluation import OUTPUT_FOLDER as LAW_EVALUATION_FOLDER
+from nnunet_laworder.law.options import EVALUATION_FOLDER as LAW_EVALUATION_FOLDER
 from nnunet_laworder.nnunet_folders import DEFAULT_PLANS, law_run_folder
 from nnunet_laworder.workflow import NNUNET_FOLDERS
 
@@ -19,6 +19,7 @@ DATASET_ID = 990
 DATASET_NAME = "KvasirSEG"
 BASE_CONFIGURATION = "2d"
 CONFIGURATION = "2d_order"
+DEFAULT_TRAINER = "nnUNetTrainerORDER_cpu"  # sized for a few CPU minutes
 FOLD = 0
 N_TEST = 8
 LAW_DATASET_ID = 991

@@ -8,13 +8,15 @@ from typing import List
 
 from tqdm import tqdm
 
-from nnunet_laworder.demo.paths import (BASE_CONFIGURATION, CONFIGURATION, DATASET_ID, FOLD, LAW_DATASET_ID, N_TEST,
-                                        OUTPUTS, SAMPLE, DemoPaths)
+from nnunet_laworder.demo.paths import (BASE_CONFIGURATION, CONFIGURATION, DATASET_ID, DEFAULT_TRAINER, FOLD,
+                                        LAW_DATASET_ID, N_TEST, OUTPUTS, SAMPLE, DemoPaths)
 from nnunet_laworder.demo.report import write_report
 from nnunet_laworder.errors import InputError
+from nnunet_laworder.nnunet_folders import check_output_folder
+from nnunet_laworder.training.discovery import find_trainer_class
+from nnunet_laworder.training.order_trainers import nnUNetTrainerORDER
 from nnunet_laworder.workflow import NNUNET_FOLDERS, Stage, export_lines, nnunet_variables, run_stage
 
-DEFAULT_TRAINER = "nnUNetTrainerORDER_cpu"
 # The LAW stage, sized for a few CPU minutes: a small generator inpainting 48x48 lesion windows (learning rate raised
 # for the short run), trained on fold 0's training cases only, writes 16 synthetic cases into a new dataset
 LAW_TRAIN_OPTIONS = ["--iterations", "600", "--batch-size", "16", "--image-size", "48", "48", "--features", "16", "32",
@@ -32,8 +34,18 @@ def held_out_cases(sample: Path = SAMPLE) -> List[str]:
     return sample_cases(sample)[-N_TEST:]
 
 
+def check_trainer(trainer: str) -> None:
+    """``trainer`` trains the demo's ORDER configuration: checked first, as nnUNetv2_train would refuse it only after
+    conversion and preprocessing."""
+    if not issubclass(find_trainer_class(trainer), nnUNetTrainerORDER):
+        raise InputError(f"--trainer {trainer} does not train ORDER, the demo's network; give an ORDER trainer, "
+                         f"e.g. {DEFAULT_TRAINER}")
+
+
 def prepare_output(paths: DemoPaths, overwrite: bool) -> None:
-    """Refuse an earlier run's results unless ``overwrite``; then remove only what the demo itself writes."""
+    """Refuse an unwritable folder, and an earlier run's results unless ``overwrite``; then remove only what the
+    demo itself writes."""
+    check_output_folder(paths.root, "--output")
     found = [name for name in OUTPUTS if (paths.root / name).exists()]
     if found and not overwrite:
         raise InputError(f"{paths.root} already holds demo results ({', '.join(found)}); "
@@ -92,6 +104,7 @@ def run_demo(output: Path, device: str = "cpu", trainer: str = DEFAULT_TRAINER, 
     """Run the whole workflow (with the LAW stage unless ``law`` is False) into ``output``; returns the report
     folder."""
     paths = DemoPaths(Path(output).resolve())
+    check_trainer(trainer)
     prepare_output(paths, overwrite)
     paths.test_list.write_text("\n".join(held_out_cases()) + "\n")
     variables = nnunet_variables(paths.root, device)

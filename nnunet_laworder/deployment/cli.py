@@ -30,8 +30,7 @@ def register_export(subparsers) -> None:
         description="Loads the fold's network as nnUNetv2_predict does (no deep supervision, eval mode) and "
                     "writes it as an ONNX graph that onnxruntime runs, with the model it came from in its "
                     "metadata. Prints that metadata and the largest logit difference onnxruntime - PyTorch on a "
-                    "random patch. ORDER's graph is exact at the plans' patch size (what nnU-Net's sliding "
-                    "window feeds it) and at sizes whose token grids halve alike; see the README.")
+                    "random patch.")
     add_model_arguments(parser)
     parser.add_argument("-o", required=True, metavar="FILE.onnx", help="the ONNX file to write")
     parser.add_argument("--checkpoint", default=None, help="checkpoint file name (default checkpoint_final.pth)")

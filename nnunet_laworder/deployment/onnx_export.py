@@ -2,10 +2,9 @@
 
 The network is the one nnUNetv2_predict runs (the trainer's, no deep supervision, eval mode), exported by
 torch's dynamo exporter (the TorchScript one is deprecated in torch 2.9+) with batch and spatial axes dynamic:
-every shape the network derives from its input is computed in the graph. One exception: ORDER's token grid
-(``networks.order.token_grid``) halves its axes in a Python loop that the exporter unrolls at the traced size, the
-plans' patch size. The graph is exact there, which is all nnU-Net's sliding window feeds it, and at every size
-whose attention stages halve their token grids the same way; elsewhere its token grid differs from PyTorch's.
+every shape the network derives from its input is computed in the graph, ORDER's token grid
+(``networks.order.token_grid``, closed-form on tensors for this) and the pooling to it included, so the graph
+traced at the plans' patch size matches PyTorch at every size.
 """
 import builtins
 import json
@@ -30,13 +29,43 @@ def onnx_round(x, ndigits=None):
     return op.Cast(op.Round(x), to=INT64.dtype)
 
 
+def onnx_adaptive_avg_pool(x, output_size):
+    """ATen's adaptive average pooling to sizes computed in the graph (ORDER's token grid) as one product with an
+    averaging matrix per spatial axis: the exporter has no translation of its own, and PyTorch's decomposition
+    branches on the traced sizes."""
+    rank = len(x.shape)
+    for k, axis in enumerate(range(2, rank)):
+        swap = list(range(rank))  # the axis moved last and back: the swap is its own inverse
+        swap[axis], swap[-1] = swap[-1], swap[axis]
+        size = op.Squeeze(op.Shape(x, start=axis, end=axis + 1))
+        bins = op.Gather(output_size, op.Constant(value_int=k))
+        x = op.Transpose(op.MatMul(op.Transpose(x, perm=swap), averaging_matrix(x, size, bins)), perm=swap)
+    return x
+
+
+def averaging_matrix(like, size, bins):
+    """(size, bins): column i averages positions floor(i size / bins) to ceil((i + 1) size / bins) - 1, the bins of
+    adaptive pooling, in the dtype of ``like``."""
+    one = op.Constant(value_int=1)
+    index = op.Range(op.Constant(value_int=0), bins, one)
+    start = op.Div(op.Mul(index, size), bins)
+    end = op.Div(op.Sub(op.Add(op.Mul(op.Add(index, one), size), bins), one), bins)
+    position = op.Unsqueeze(op.Range(op.Constant(value_int=0), size, one), op.Constant(value_ints=[1]))
+    inside = op.And(op.GreaterOrEqual(position, start), op.Less(position, end))
+    return op.Div(op.CastLike(inside, like), op.CastLike(op.Sub(end, start), like))
+
+
 def export_network(network: torch.nn.Module, example: torch.Tensor):
     """torch's ONNX program of ``network`` (eval mode, one output) traced at ``example``, batch and spatial axes
     dynamic. ``example`` needs a batch of at least 2: torch.export fixes an axis it traces at size 1."""
     dynamic = {axis: torch.export.Dim.DYNAMIC for axis in (0, *range(2, example.ndim))}
     return torch.onnx.export(network, (example,), dynamo=True, opset_version=OPSET, input_names=["data"],
                              output_names=["logits"], dynamic_shapes=(dynamic,),
-                             custom_translation_table={builtins.round: onnx_round}, verbose=False)
+                             custom_translation_table={
+                                 builtins.round: onnx_round,
+                                 torch.ops.aten._adaptive_avg_pool2d.default: onnx_adaptive_avg_pool,
+                                 torch.ops.aten._adaptive_avg_pool3d.default: onnx_adaptive_avg_pool},
+                             verbose=False)
 
 
 def export_onnx(model: TrainedFold, output: Path) -> dict:

@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+from nnunet_laworder.nnunet_folders import check_output_folder
+
 
 def register(subparsers) -> None:
     register_complexity(subparsers)
@@ -92,6 +94,7 @@ def register_benchmark(subparsers) -> None:
 
 
 def run_benchmark_command(args: argparse.Namespace) -> int:
+    check_outputs(args.json, args.png)
     # torch and nnU-Net load slowly: only the command that runs imports them
     from nnunet_laworder.evaluation.benchmark import run_benchmark
     from nnunet_laworder.evaluation.benchmark_report import markdown_table, plot_benchmark
@@ -127,6 +130,7 @@ def register_compare(subparsers) -> None:
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
+    check_outputs(args.json, args.png)
     from nnunet_laworder.evaluation.compare import markdown_table, paired_table, plot_compare, run_compare
 
     report = run_compare(dataset=args.d, configurations=args.c, trainers=args.tr, plans_names=args.p, folds=args.f,
@@ -152,6 +156,13 @@ def add_model_arguments(parser, trainers_required: bool) -> None:
 def add_output_arguments(parser) -> None:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every number and setting here")
     parser.add_argument("--png", type=Path, metavar="FILE", help="write the charts here")
+
+
+def check_outputs(json_file, png_file) -> None:
+    """The folders of --json and --png can be written, checked before anything is measured or read."""
+    for option, file in (("--json", json_file), ("--png", png_file)):
+        if file is not None:
+            check_output_folder(file.parent, option)
 
 
 def write_outputs(report: dict, json_file, png_file, plot) -> None:

@@ -27,7 +27,7 @@ from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation import plots
 from nnunet_laworder.evaluation.paired import paired_difference
 from nnunet_laworder.evaluation.models import DEFAULT_CONFIGURATION, ModelIdentity, network_cost, pair_by_position
-from nnunet_laworder.nnunet_folders import DEFAULT_PLANS, check_configuration, model_folder, read_json
+from nnunet_laworder.nnunet_folders import DEFAULT_PLANS, check_configuration, model_folder, parse_fold, read_json
 
 METRICS = ("Dice", "IoU")  # in the table and per case; the JSON has every metric nnU-Net reports (TP, FP, ...)
 FOREGROUND = "foreground mean"
@@ -130,7 +130,7 @@ def read_benchmark(path: Optional[Path]) -> tuple:
 def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[str],
                 plans_names: Optional[Sequence[str]] = None, folds: Sequence[str] = ("0", "1", "2", "3", "4"),
                 benchmark_json: Optional[Path] = None, paired: Optional[str] = None) -> dict:
-    folds = [str(f) for f in folds]
+    folds = [str(parse_fold(str(f))) for f in folds]
     if not folds or len(set(folds)) != len(folds):
         raise InputError(f"-f needs distinct folds, got {' '.join(folds)}")
     latency, hardware = read_benchmark(benchmark_json)

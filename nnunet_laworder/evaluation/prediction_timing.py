@@ -25,6 +25,7 @@ from nnunet_laworder.evaluation.runner import timed
 from nnunet_laworder.nnunet_folders import DEFAULT_CHECKPOINT as CHECKPOINT
 from nnunet_laworder.nnunet_folders import model_folder, raw_dataset_folder, read_json
 from nnunet_laworder.training.discovery import plugin_trainers
+from nnunet_laworder.training.nnunet_contract import set_nnunet_attributes
 
 MIRRORING = {"tta": True, "no_tta": False}  # the two settings timed: nnU-Net's default and --disable_tta
 
@@ -64,7 +65,7 @@ def time_predictions(predictors: Dict[str, nnUNetPredictor], cases: Dict[str, Li
 
     def predict(identifier: str, case: str, images: Sequence[str], mirroring: bool) -> None:
         predictor = predictors[identifier]
-        predictor.use_mirroring = mirroring  # what --disable_tta sets; read at every prediction
+        set_nnunet_attributes(predictor, use_mirroring=mirroring)  # what --disable_tta sets; read at every prediction
         with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates every case
             predictor.predict_from_files_sequential([list(images)], [str(scratch / identifier / case)])
 

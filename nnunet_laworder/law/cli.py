@@ -2,19 +2,14 @@
 
 As nnU-Net's ``*_entrypoints``: argparse here, the work in plain functions that take values
 (:func:`~nnunet_laworder.law.training.train_generator`, :func:`~nnunet_laworder.law.synthesis.synthesize`,
-:func:`~nnunet_laworder.law.evaluation.evaluate`), callable from Python.
+:func:`~nnunet_laworder.law.evaluation.evaluate`), callable from Python. The engine (torch, diffusers, nnU-Net)
+loads only when a command runs, so that ``--help`` and a mistyped option answer at once.
 """
 import argparse
 
 from nnunet_laworder.errors import InputError
-from nnunet_laworder.law.diffusion import SAMPLERS
-from nnunet_laworder.law.evaluation import evaluate, summary_text
-from nnunet_laworder.law.inpainting import INPAINT, MODES
-from nnunet_laworder.law.layout_fidelity import TrainedModel
-from nnunet_laworder.law.quality_gate import MIN_FIDELITY_DEFAULT
-from nnunet_laworder.law.synthesis import MAX_DRAWS_DEFAULT, synthesize
-from nnunet_laworder.law.training import train_generator
-from nnunet_laworder.law.weighting import WEIGHTINGS
+from nnunet_laworder.law.options import (INPAINT, MAX_DRAWS_DEFAULT, MIN_FIDELITY_DEFAULT, MODES, SAMPLER_NAMES,
+                                         WEIGHTINGS)
 
 
 def fold_argument(value: str):
@@ -53,8 +48,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "into a real training image, so most pixels stay real and the label exact. whole: the "
                              "paper's whole-image generation at --image-size, resized back to the source's size")
     parser.add_argument("--image-size", type=int, nargs="+", default=None, metavar="N",
-                        help="inpaint: the window, at the source's resolution (2 values for 2D / slice-wise, 3 for "
-                             "small 3D volumes; default 128 per axis in 2D, 64 in 3D, at most the smallest image). "
+                        help="one size per axis (2 for 2D / slice-wise, 3 for small 3D volumes), or a single N for N "
+                             "on every axis. inpaint: the window, at the source's resolution (default 128 per axis in "
+                             "2D, 64 in 3D, at most the smallest image). "
                              "whole: the generation size (default 128 128 in 2D, the median shape of small 3D "
                              "volumes rounded up to the denoiser's divisor)")
     parser.add_argument("--layout", choices=("auto", "2d", "3d", "slices"), default="auto",
@@ -98,6 +94,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_entrypoint(args) -> int:
+    from nnunet_laworder.law.training import train_generator
+
     return train_generator(
         args.dataset, configuration=args.configuration, fold=args.fold, plans=args.plans, weighting=args.weighting,
         iterations=args.iterations, batch_size=args.batch_size, image_size=args.image_size, layout=args.layout,
@@ -134,7 +132,7 @@ def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of synthetic cases (default: the number of real training cases the generator "
                              "was trained on, one new layout per mask)")
     parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="ddim",
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddim",
                         help="ddim (default) or dpm (DPM-Solver++ multistep)")
     parser.add_argument("--seed", type=int, default=0, help="seed of sources, transforms and noise (default 0)")
     parser.add_argument("--num-parts", type=int, default=1,
@@ -160,6 +158,9 @@ def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def synthesize_entrypoint(args) -> int:
+    from nnunet_laworder.law.layout_fidelity import TrainedModel
+    from nnunet_laworder.law.synthesis import synthesize
+
     judge = None
     if args.judge is not None:  # the judge's fold is the generator's (the clean fold), mirroring off for speed
         judge = TrainedModel(None, args.judge, args.judge_trainer, args.plans,
@@ -213,15 +214,18 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_entrypoint(args) -> int:
-    model = None
-    if args.configuration:
-        model = TrainedModel(args.model_dataset, args.configuration, args.trainer, args.plans, list(args.folds),
-                             args.checkpoint, mirroring=not args.disable_tta)
-    elif args.model_dataset:
+    if args.model_dataset and not args.configuration:
         raise InputError("--model-dataset needs -c CONFIG (and usually -tr TRAINER) to find the trained model")
     for option in ("fid_max_images", "fid_batch_size", "grid_columns"):
         if getattr(args, option) < 1:
             raise InputError(f"--{option.replace('_', '-')} must be at least 1")
+    from nnunet_laworder.law.evaluation import evaluate, summary_text
+    from nnunet_laworder.law.layout_fidelity import TrainedModel
+
+    model = None
+    if args.configuration:
+        model = TrainedModel(args.model_dataset, args.configuration, args.trainer, args.plans, list(args.folds),
+                             args.checkpoint, mirroring=not args.disable_tta)
     report = evaluate(args.dataset, real_dataset=args.real_id, output=args.output,
                       inception_weights=args.inception_weights, fid_max_images=args.fid_max_images,
                       fid_batch_size=args.fid_batch_size, fid=not args.no_fid, model=model, device=args.device,

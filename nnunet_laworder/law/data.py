@@ -39,9 +39,10 @@ from tqdm import tqdm
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.generator import Layout, foreground_labels
-from nnunet_laworder.law.inpainting import (INPAINT, MODES, WHOLE, conditioning, context_jitter, default_margin,
-                                            dilate, training_holes, window_around)
+from nnunet_laworder.law.inpainting import (conditioning, context_jitter, default_margin, dilate, training_holes,
+                                            window_around)
 from nnunet_laworder.law.intensity import IntensityNormaliser
+from nnunet_laworder.law.options import INPAINT, MODES, WHOLE
 from nnunet_laworder.law.splits import fold_split
 from nnunet_laworder.nnunet_folders import (DEFAULT_PLANS, check_configuration, default_configuration, plans_file,
                                             preprocessed_dataset_folder, raw_dataset_folder, read_json)
@@ -177,6 +178,26 @@ def _plane_shape(seg: np.ndarray, kind: str, slice_axis: Optional[int]) -> Tuple
     return tuple(seg.shape) if kind == "3d" else tuple(np.delete(seg.shape, slice_axis))
 
 
+def _per_axis(image_size: Optional[Sequence[int]], kind: str) -> Optional[List[int]]:
+    """``--image-size`` with one value per axis of the layout ``kind`` (3 for ``3d``, else 2); a single value is
+    that size on every axis. Checked before any case is read."""
+    if image_size is None:
+        return None
+    axes = 3 if kind == "3d" else 2
+    if len(image_size) == 1:
+        return [int(image_size[0])] * axes
+    if len(image_size) != axes:
+        raise InputError(f"the {kind} layout needs --image-size with 1 or {axes} values, got "
+                         f"{' '.join(map(str, image_size))}")
+    return [int(v) for v in image_size]
+
+
+def _check_divisible(size: Sequence[int], divisor: int) -> None:
+    if any(s % divisor for s in size):
+        raise InputError(f"--image-size {' '.join(map(str, size))} must be divisible by {divisor} (the denoiser "
+                         f"halves the size {int(np.log2(divisor))} times)")
+
+
 def _window_sizes(raw_cases: list, kind: str, slice_axis: Optional[int], image_size: Optional[Sequence[int]],
                   divisor: int, files: Dict[str, dict]) -> Tuple[List[int], List[int]]:
     """(window, context crop) of the inpainting mode. The window is ``image_size`` (default: 128 per axis for 2D,
@@ -189,10 +210,7 @@ def _window_sizes(raw_cases: list, kind: str, slice_axis: Optional[int], image_s
         cap = 64 if kind == "3d" else 128
         window = [max(divisor, min(cap, int(s) // divisor * divisor)) for s in smallest]
     else:
-        window = [int(v) for v in image_size]
-    if len(window) != len(smallest):
-        raise InputError(f"the {kind} layout needs --image-size with {len(smallest)} values (the inpainting window), "
-                         f"got {window}")
+        window = list(image_size)
     for case, shape in shapes.items():
         if any(w > s for w, s in zip(window, shape)):
             raise InputError(f"training case {case}: the inpainting window {'x'.join(map(str, window))} (--image-size) "
@@ -276,6 +294,9 @@ def load_training_data(dataset: str, configuration: Optional[str] = None, fold: 
         raise InputError(f"{raw / 'dataset.json'} declares no foreground label")
     normaliser = IntensityNormaliser.from_plans(plans, configuration)
     kind, slice_axis = choose_layout(plans, configuration, layout)
+    image_size = _per_axis(image_size, kind)
+    if image_size is not None:
+        _check_divisible(image_size, divisor)
 
     files = training_files(raw, dataset_json)
     if fold is None:
@@ -311,17 +332,11 @@ def load_training_data(dataset: str, configuration: Optional[str] = None, fold: 
     elif kind == "3d":
         shapes = np.array([seg.shape for _, _, seg, _ in raw_cases])
         size = list(image_size or [round_up(v, divisor) for v in np.median(shapes, axis=0)])
-        if len(size) != 3:
-            raise InputError(f"a 3D layout needs --image-size with 3 values, got {size}")
         fit = partial(pad_or_crop, size=size)
     else:
         size = list(image_size or (128, 128))
-        if len(size) != 2:
-            raise InputError(f"a 2D layout needs --image-size with 2 values, got {size}")
         fit = partial(_resized, size=size)
-    if any(s % divisor for s in size):
-        raise InputError(f"--image-size {' '.join(map(str, size))} must be divisible by {divisor} (the denoiser "
-                         f"halves the size {int(np.log2(divisor))} times)")
+    _check_divisible(size, divisor)  # also a default size, which the data gave
     items, images, segs = [], [], []
     for item, image, seg in _planes(raw_cases, kind, slice_axis, empty_slice_fraction, rng):
         image, seg = fit(image, seg)

@@ -6,7 +6,9 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm import tqdm
 
-SAMPLERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+from nnunet_laworder.law.options import SAMPLER_NAMES
+
+SAMPLERS = dict(zip(SAMPLER_NAMES, (DDIMScheduler, DPMSolverMultistepScheduler)))
 
 
 def training_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:

@@ -28,10 +28,10 @@ from nnunet_laworder.law.fid import (extract_features, fid_from_features, find_e
 from nnunet_laworder.law.generator import foreground_labels
 from nnunet_laworder.law.grid import write_grid
 from nnunet_laworder.law.layout_fidelity import TrainedModel, layout_fidelity
+from nnunet_laworder.law.options import EVALUATION_FOLDER
 from nnunet_laworder.law.provenance import PROVENANCE_FILE, read_provenance
-from nnunet_laworder.nnunet_folders import resolve_device, results_root, save_json_atomic
+from nnunet_laworder.nnunet_folders import check_output_folder, resolve_device, results_root, save_json_atomic
 
-OUTPUT_FOLDER = "law_evaluation"
 REPORT = "law_evaluation.json"
 GRID = "law_grid.png"
 SMALL_SET_NOTE = ("FID is biased high for small sets (2048-d feature covariances need thousands of images): "
@@ -48,7 +48,7 @@ def default_output(dataset_name: str) -> Path:
         root = results_root()
     except InputError as e:
         raise InputError(f"{e}, or give -o OUT") from None
-    return root / dataset_name / OUTPUT_FOLDER
+    return root / dataset_name / EVALUATION_FOLDER
 
 
 def compute_fid(real: CaseSet, real_cases: List[str], synthetic: CaseSet, synthetic_cases: List[str], extractor,
@@ -105,6 +105,7 @@ def evaluate(dataset: str, real_dataset: Optional[str] = None, output: Optional[
     """
     device = resolve_device(device)
     synthetic_set = load_case_set(dataset)
+    out = check_output_folder(output or default_output(synthetic_set.folder.name), "-o")
     provenance = read_provenance(synthetic_set.folder)
     synthetic_cases = sorted(provenance.cases)
     unknown = [c for c in synthetic_cases if c not in synthetic_set.files]
@@ -130,7 +131,6 @@ def evaluate(dataset: str, real_dataset: Optional[str] = None, output: Optional[
             raise InputError("give --model-dataset: provenance.json names no source dataset")
     rule = SliceRule.from_provenance(provenance)
     labels = foreground_labels(synthetic_set.dataset_json)
-    out = Path(output) if output else default_output(synthetic_set.folder.name)
     out.mkdir(parents=True, exist_ok=True)
 
     report = {

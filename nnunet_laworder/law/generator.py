@@ -13,8 +13,9 @@ from dynamic_network_architectures.building_blocks.helper import convert_dim_to_
 
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.denoiser import MaskConditionedDenoiser
-from nnunet_laworder.law.inpainting import WHOLE, condition_channels
+from nnunet_laworder.law.inpainting import condition_channels
 from nnunet_laworder.law.intensity import IntensityNormaliser
+from nnunet_laworder.law.options import WHOLE
 from nnunet_laworder.law.weighting import LAWHead, WeightingConfig
 
 

@@ -19,10 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nnunet_laworder.law.options import INPAINT
 from nnunet_laworder.law.transforms import TransformConfig, random_transform
-
-INPAINT, WHOLE = "inpaint", "whole"
-MODES = (INPAINT, WHOLE)
 
 
 def condition_channels(mode: str, image_channels: int, mask_channels: int) -> int:

@@ -76,7 +76,7 @@ def load_predictor(model: TrainedModel, device: torch.device, labels: Sequence[i
                                                            checkpoint_name=model.checkpoint)
         except RuntimeError as e:
             if "Could not find requested nnunet trainer" in str(e):
-                raise InputError(f"{e}\n(eval \"$(nnunet-laworder env)\" exports nnUNet_extTrainer)") from None
+                raise InputError(f"{e} (eval \"$(nnunet-laworder env)\" exports nnUNet_extTrainer)") from None
             raise
     missing = sorted(set(int(v) for v in labels) - set(foreground_labels(predictor.dataset_json)))
     if missing:

@@ -15,8 +15,6 @@ import torch
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.layout_fidelity import TrainedModel, dice_per_label, load_predictor
 
-MIN_FIDELITY_DEFAULT = 0.5  # chosen from measurement: see README
-
 
 def check_min_fidelity(value: float) -> float:
     """``value`` when it is a fidelity threshold (in [0, 1]), else the InputError naming it."""

@@ -63,18 +63,17 @@ from nnunet_laworder.law.data import fit_to_layout, resize_image, training_files
 from nnunet_laworder.law.dataset_assembly import assemble
 from nnunet_laworder.law.diffusion import SAMPLERS, sample, sampling_scheduler, training_scheduler
 from nnunet_laworder.law.generator import LAWGenerator, checkpoint_hash, foreground_labels, load_checkpoint, one_hot
-from nnunet_laworder.law.inpainting import INPAINT, inpaint_case
+from nnunet_laworder.law.inpainting import inpaint_case
 from nnunet_laworder.law.layout_fidelity import TrainedModel
+from nnunet_laworder.law.options import INPAINT, MAX_DRAWS_DEFAULT, MIN_FIDELITY_DEFAULT
 from nnunet_laworder.law.provenance import CASE_PREFIX, MAX_CASES, SPLIT_RULE, case_entry, case_id, is_synthetic
-from nnunet_laworder.law.quality_gate import MIN_FIDELITY_DEFAULT, Judge, check_min_fidelity, gate_summary, passes
+from nnunet_laworder.law.quality_gate import Judge, check_min_fidelity, gate_summary, passes
 from nnunet_laworder.law.splits import Splits, real_splits
 from nnunet_laworder.law.transforms import TransformConfig, random_transform
 from nnunet_laworder.law.weighting import WEIGHTINGS
 from nnunet_laworder.nnunet_folders import (DEFAULT_PLANS, check_configuration, dataset_id, default_configuration,
                                             law_run_folder, plans_file, raw_dataset_folder, read_json,
                                             resolve_device)
-
-MAX_DRAWS_DEFAULT = 8  # the gate's limit: samples drawn for one case before it is given up
 
 
 def synthesize(dataset: Union[str, int], output_id: int, name: Optional[str] = None,
@@ -93,12 +92,12 @@ def synthesize(dataset: Union[str, int], output_id: int, name: Optional[str] = N
     if max_draws < 1:
         raise InputError(f"--max-draws must be at least 1, got {max_draws}")
     source, target = _datasets(dataset, output_id, name, plans, overwrite)
-    path, generator, data, configuration = _load_generator(source, checkpoint, configuration, weighting, fold)
-    files, conditioning, writer, splits, splits_source = _check_data(source, path, generator, data)
     if judge is not None:
         judge = replace(judge, dataset=judge.dataset or source.name)
         Judge.check(judge)
-    else:
+    path, generator, data, configuration = _load_generator(source, checkpoint, configuration, weighting, fold)
+    files, conditioning, writer, splits, splits_source = _check_data(source, path, generator, data)
+    if judge is None:
         print("law synthesize: warning: no --judge: nothing checks that the synthetic images show the lesions their "
               "labels say (train a model on the real dataset and pass -c/-tr/-f with --judge)")
     device = resolve_device(device)
@@ -347,7 +346,9 @@ def _check_values(num: Optional[int], steps: int, sampler: str, weighting: Optio
         raise InputError(f"--steps must be at least 1, got {steps}")
     if num is not None and num < 1:
         raise InputError(f"--num must be at least 1, got {num}")
-    if num_parts < 1 or not 0 <= part_id < num_parts:
+    if num_parts < 1:
+        raise InputError(f"--num-parts must be at least 1, got {num_parts}")
+    if not 0 <= part_id < num_parts:
         raise InputError(f"--part-id must be in 0..{num_parts - 1} (--num-parts {num_parts}), got {part_id}")
     if num is not None and num >= MAX_CASES:
         raise InputError(f"--num must be at most {MAX_CASES - 1} (case ids {CASE_PREFIX}00000..), got {num}")

@@ -35,7 +35,7 @@ from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.data import BatchSampler, load_training_data
 from nnunet_laworder.law.diffusion import training_scheduler
 from nnunet_laworder.law.generator import LAWGenerator, read_checkpoint, save_checkpoint
-from nnunet_laworder.law.inpainting import INPAINT, WHOLE
+from nnunet_laworder.law.options import INPAINT, WHOLE
 from nnunet_laworder.law.training_figures import plot_loss_curves, write_weight_maps
 from nnunet_laworder.law.training_step import (SNAPSHOT_TIMESTEPS, TrainingNet, snapshot_items, snapshot_steps,
                                                training_step, weight_maps)
@@ -91,6 +91,8 @@ def check_settings(s: RunSettings, iterations: int, save_every: int, snapshots: 
     if s.batch_size < world_size:
         raise InputError(f"--batch-size {s.batch_size} is the global batch; it must be at least the number of "
                          f"processes ({world_size})")
+    if s.image_size is not None and min(s.image_size) < 1:
+        raise InputError(f"--image-size needs positive sizes, got {' '.join(map(str, s.image_size))}")
     if len(s.features) < 2 or min(s.features) < 1:
         raise InputError(f"--features needs at least 2 positive widths, got {list(s.features)}")
     if not 0 <= s.empty_slice_fraction <= 1:
@@ -149,19 +151,19 @@ def train_generator(dataset: Union[str, int], configuration: Optional[str] = Non
             settings = settings.resumed(checkpoint["args"])
         elif is_main:
             print(f"law train: --resume: no checkpoint in {folder}, starting a new training")
-    elif existing:
-        if not overwrite:
-            raise InputError(f"{folder} already holds a training ({', '.join(existing)}); "
-                             f"continue it with --resume or replace it with --overwrite")
-        if is_main:
-            for name in existing:
-                path = folder / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    elif existing and not overwrite:
+        raise InputError(f"{folder} already holds a training ({', '.join(existing)}); "
+                         f"continue it with --resume or replace it with --overwrite")
     check_settings(settings, iterations, save_every, snapshots, world_size)
+    # the data and the generator first: a run that --overwrite replaces is removed only once every check passed
     trainer = Trainer(dataset, settings, folder, torch_device, iterations, save_every, snapshots, log_every,
                       progress, world_size, rank)
     if checkpoint is not None:
         trainer.restore(checkpoint)
+    if overwrite and existing and is_main:
+        for name in existing:
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     return trainer.train()
 
 

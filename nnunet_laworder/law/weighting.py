@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-WEIGHTINGS = ("law", "prior", "uniform")
+from nnunet_laworder.law.options import WEIGHTINGS
 
 
 @dataclass(frozen=True)

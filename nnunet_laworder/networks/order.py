@@ -7,7 +7,6 @@ decoder tokens (top ``rho``) take part, and both residual updates are scaled by 
 ``u * gamma``, with ``u`` the uncertainty of the stage's own deep-supervision head and ``gamma`` learned from 0,
 so an untrained ORDER computes exactly what its MK-UNet backbone computes.
 """
-import math
 from typing import Sequence, Tuple, Type
 
 import torch
@@ -22,14 +21,35 @@ from nnunet_laworder.networks.mkunet import MKUNet, MKUNetDecoder
 
 # default 2D ORDER widths: the whole network (3 -> 2 channels) stays under 42K parameters
 ORDER_FEATURES = (8, 16, 24, 28, 32)
+AXIS_BITS = 31  # token_grid's axes are below 2**AXIS_BITS
 
 
 def token_grid(spatial: Sequence[int], max_tokens: int) -> Tuple[int, ...]:
-    """Halve the largest axis (rounding up) until the grid holds at most ``max_tokens`` tokens."""
-    grid = list(spatial)
-    while math.prod(grid) > max_tokens and max(grid) > 1:
-        axis = grid.index(max(grid))
-        grid[axis] = (grid[axis] + 1) // 2
+    """The grid reached by halving the largest axis (rounding up; the first of equal ones) until it holds at most
+    ``max_tokens`` tokens, for axes below ``2**AXIS_BITS``.
+
+    Closed-form on small integer tensors, which a traced graph computes at every input size: the ONNX exporter
+    unrolls a loop over the sizes at the traced one, and stalls in sympy on the same arithmetic over its symbolic
+    sizes. Halved k times, an axis of size s is ceil(s / 2^k), within (2^(b-1), 2^b] for
+    b = ceil(log2 s) - k, so the halving brings every axis to at most 2^b before it takes any below 2^b. The grid is
+    thus the one capped at 2^b for the largest b whose capped grid fits, except that an axis above 2^b keeps its
+    size capped at 2^(b+1) if the grid already fits before its turn (largest first, then the first axis).
+    """
+    assert max_tokens >= 1, f"max_tokens must be at least 1, got {max_tokens}"
+    sizes = torch.tensor(spatial, dtype=torch.int64)[:, None]
+    powers = 2 ** torch.arange(AXIS_BITS + 1)
+    ceil_powers = 1 + torch.where(sizes > powers[:-1], powers[:-1], 0).sum(1, keepdim=True)  # 2^ceil(log2 s)
+    capped = -(-sizes // (ceil_powers // powers).clamp(min=1))  # [axis, b]: the axis halved until <= 2^b
+    b = (capped.prod(0) <= max_tokens).sum() - 1  # capping at 2^0 always fits, and fitting only stops as b grows
+    halved, unhalved = capped[:, b], capped[:, (b + 1).clamp(max=AXIS_BITS)]  # at b = AXIS_BITS both uncapped
+    axes = torch.arange(len(spatial))
+    # [j, i]: axis j's turn comes before axis i's
+    earlier = (unhalved[:, None] > unhalved) | ((unhalved[:, None] == unhalved) & (axes[:, None] < axes))
+    tokens_before_turn = torch.where(earlier, halved[:, None], unhalved[:, None]).prod(0)
+    grid = torch.where(tokens_before_turn > max_tokens, halved, unhalved).tolist()
+    for size, tokens in zip(spatial, grid):  # what a traced graph may assume of the sizes computed here
+        torch._check(tokens >= 1)
+        torch._check(tokens <= size)
     return tuple(grid)
 
 
@@ -68,7 +88,8 @@ class SelectiveBidirectionalSkipAttention(nn.Module):
     def forward(self, decoder: torch.Tensor, skip: torch.Tensor, uncertainty: torch.Tensor):
         b, c, *spatial = decoder.shape
         grid = token_grid(spatial, self.max_tokens)
-        pool = F.adaptive_avg_pool2d if self.dim == 2 else F.adaptive_avg_pool3d
+        # ATen's op itself: F's wrapper branches on a grid of ones, which a graph traced on a computed grid cannot
+        pool = torch.ops.aten._adaptive_avg_pool2d if self.dim == 2 else torch.ops.aten._adaptive_avg_pool3d
         tokens = lambda t: t.flatten(2).transpose(1, 2)  # (B, C, *grid) -> (B, N, C)
         dec_t, skip_t = tokens(pool(decoder, grid)), tokens(pool(skip, grid))
         # the 1x1 convs applied to the tokens as matmuls: the same products, without layout copies
@@ -77,7 +98,7 @@ class SelectiveBidirectionalSkipAttention(nn.Module):
         v_skip, v_dec = project(self.value_skip, skip_t), project(self.value_decoder, dec_t)
 
         n_tokens = q.shape[1]
-        n_selected = max(1, round(self.rho * n_tokens))
+        n_selected = torch.sym_max(1, round(self.rho * n_tokens))  # traced as a max, not a branch
         selected = pool(uncertainty, grid).flatten(1).topk(n_selected, dim=1).indices  # (B, n_sel)
         pick = lambda t: t.gather(1, selected[..., None].expand(-1, -1, t.shape[-1]))
         v_dec_sel = pick(v_dec)

@@ -20,7 +20,7 @@ that nnU-Net's validation step and predictor open around every network call. ``t
 are Python loops over diffusers schedulers.
 """
 import os
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from nnunet_laworder.networks.cdal import (CDALDiscriminator, CDALNetwork, atten
                                            weighted_mse)
 from nnunet_laworder.networks.diffusion_segmentation import DiffusionSegmenter, mask_state
 from nnunet_laworder.networks.spad import SPADNetwork, SPADPerturbation
+from nnunet_laworder.training.nnunet_contract import overrides_nnunet, set_nnunet_attributes
 from nnunet_laworder.training.order_trainers import ScheduledTrainer
 
 
@@ -60,16 +61,16 @@ class nnUNetTrainerDiffusionSeg(ScheduledTrainer):
     lr = 1e-3
     betas = (0.9, 0.999)
 
+    @overrides_nnunet
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.enable_deep_supervision = False
-        self.initial_lr = self.lr
-        self.weight_decay = 1e-4
-        self.grad_scaler = None
+        set_nnunet_attributes(self, enable_deep_supervision=False, initial_lr=self.lr, weight_decay=1e-4,
+                              grad_scaler=None)
 
     # ---- network -------------------------------------------------------------------------------------------------
     @classmethod
+    @overrides_nnunet
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
@@ -87,26 +88,32 @@ class nnUNetTrainerDiffusionSeg(ScheduledTrainer):
     def segmenter(self) -> DiffusionSegmenter:
         return bare_module(self.network)
 
+    @overrides_nnunet
     def initialize(self):
         super().initialize()
         # build_network_architecture cannot see dataset.json; the buffer travels with the weights to inference
         self.segmenter.regions.fill_(self.label_manager.has_regions)
 
+    @overrides_nnunet
     def _do_i_compile(self):
         return False
 
+    @overrides_nnunet
     def set_deep_supervision_enabled(self, enabled: bool):
         pass
 
+    @overrides_nnunet
     def _get_deep_supervision_scales(self):
         return None
 
+    @overrides_nnunet
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         settings = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         if not self.test_time_mirroring:  # mirroring stays an augmentation; only inference stops mirroring
-            self.inference_allowed_mirroring_axes = None
+            set_nnunet_attributes(self, inference_allowed_mirroring_axes=None)
         return settings
 
+    @overrides_nnunet
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, betas=self.betas,
                                       weight_decay=self.weight_decay)
@@ -132,6 +139,7 @@ class nnUNetTrainerDiffusionSeg(ScheduledTrainer):
         return self.current_epoch / self.num_epochs
 
     # ---- training and validation -------------------------------------------------------------------------------
+    @overrides_nnunet
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"].to(self.device, non_blocking=True)
@@ -144,10 +152,12 @@ class nnUNetTrainerDiffusionSeg(ScheduledTrainer):
         """One optimisation step; returns named scalar losses ('loss' is the one nnU-Net logs)."""
         raise NotImplementedError
 
+    @overrides_nnunet
     def on_validation_epoch_start(self):
         super().on_validation_epoch_start()
         self.segmenter.num_samples = self.validation_samples
 
+    @overrides_nnunet
     def on_validation_epoch_end(self, val_outputs):
         self.segmenter.num_samples = self.num_samples
         super().on_validation_epoch_end(val_outputs)
@@ -210,18 +220,22 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
     betas = (0.5, 0.9)  # Adam betas of GAN training, for both networks
     gan_log_keys = ("loss_d", "loss_adv", "r1")
 
+    @overrides_nnunet
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.discriminator = self.optimizer_d = self.lr_scheduler_d = None
-        for key in self.gan_log_keys:  # one value per epoch, saved with nnU-Net's logging in every checkpoint
-            self.logger.local_logger.my_fantastic_logging[f"train_{key}"] = []
+        # one value per epoch, saved with nnU-Net's logging in every checkpoint; nnU-Net's logger logs only the keys
+        # it holds, and its checkpoint methods are the public way to add some
+        logging = self.logger.get_checkpoint()
+        self.logger.load_checkpoint({**logging, **{f"train_{key}": [] for key in self.gan_log_keys}})
 
     @classmethod
     def build_network(cls, conv_op, strides, num_input_channels, num_output_channels):
         return CDALNetwork(num_input_channels, num_output_channels, conv_op, strides, cls.features_per_stage,
                            latent_dim=cls.latent_dim, num_timesteps=cls.num_timesteps, num_samples=cls.num_samples)
 
+    @overrides_nnunet
     def configure_optimizers(self):
         """The generator's optimiser and schedule (nnU-Net's contract); the discriminator, which exists for training
         only and is no part of ``self.network``, is built here with its own, so that every caller of this hook
@@ -238,6 +252,7 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
         self.lr_scheduler_d = PolyLRScheduler(self.optimizer_d, self.discriminator_lr, self.num_epochs)
         return super().configure_optimizers()
 
+    @overrides_nnunet
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self.discriminator.train()
@@ -283,6 +298,7 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
         self.optimizer.step()
         return {"loss": mse, "loss_d": loss_d, "loss_adv": loss_adv, "r1": r1}
 
+    @overrides_nnunet
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
         outputs = collate_outputs(train_outputs)
@@ -290,6 +306,7 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
             self.logger.log(f"train_{key}", float(np.mean(outputs[key])), self.current_epoch)
 
     # ---- checkpoints: nnU-Net's, plus the discriminator and its optimiser -----------------------------------------
+    @overrides_nnunet
     def save_checkpoint(self, filename: str) -> None:
         partial = filename + ".partial"
         super().save_checkpoint(partial)
@@ -301,9 +318,11 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
         torch.save(checkpoint, partial)
         os.replace(partial, filename)  # the file appears complete, never with nnU-Net's part only
 
-    def load_checkpoint(self, filename: str) -> None:
-        super().load_checkpoint(filename)  # nnU-Net 2.8 loads checkpoints from files only
-        checkpoint = torch.load(filename, map_location=self.device, weights_only=False)
+    @overrides_nnunet
+    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
+            torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
         if "discriminator_weights" not in checkpoint:
             raise RuntimeError(f"{self.__class__.__name__}: the checkpoint holds no discriminator; it was not "
                                "written by a cDAL trainer")

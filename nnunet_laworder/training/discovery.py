@@ -3,6 +3,7 @@
 import contextlib
 import io
 import os
+import warnings
 
 import nnunet_laworder_trainers
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
@@ -44,8 +45,12 @@ def find_trainer_class(name: str):
     """nnU-Net's own search (its package, then nnUNet_extTrainer), the plugin's trainer folder always included."""
     with plugin_trainers():
         search = os.environ["nnUNet_extTrainer"]
-        try:  # nnU-Net narrates its search on stdout, which may hold a table
-            with contextlib.redirect_stdout(io.StringIO()):
+        # nnU-Net narrates its search on stdout, which may hold a table; the search imports every nnU-Net trainer
+        # module, whose dependencies warn of their own deprecations (timm, through the Primus trainers)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
                 return recursive_find_trainer_class_by_name(name)
         except RuntimeError:
             raise InputError(f"trainer {name} not found in nnunetv2 or in the folders {search}") from None

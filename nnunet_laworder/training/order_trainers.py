@@ -34,6 +34,7 @@ from nnunet_laworder.errors import InputError
 from nnunet_laworder.networks.mkunet import MKUNet
 from nnunet_laworder.networks.order import ORDER
 from nnunet_laworder.training.discovery import environment
+from nnunet_laworder.training.nnunet_contract import overrides_nnunet, set_nnunet_attributes
 
 SEED_VARIABLE = "nnUNet_laworder_seed"
 SHORT_SCHEDULE_SEED = 12345  # nnU-Net's own seed of its fold splits
@@ -87,22 +88,27 @@ class ScheduledTrainer(nnUNetTrainer):
     # seed of the run (see the module docstring); None: unseeded, with nnU-Net's multi-process augmentation
     seed: Optional[int] = None
 
+    @overrides_nnunet
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.schedule is not None:
-            self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
+            epochs, iterations, validation_iterations = self.schedule
             # checkpoint_latest at least twice per run, so that `--c` can resume an interrupted short run
-            self.save_every = max(1, min(self.save_every, self.num_epochs // 2))
+            set_nnunet_attributes(self, num_epochs=epochs, num_iterations_per_epoch=iterations,
+                                  num_val_iterations_per_epoch=validation_iterations,
+                                  save_every=max(1, min(self.save_every, epochs // 2)))
         self.run_seed = configured_seed(self.seed)
         self.print_to_log_file(f"seed: {self.run_seed} (class attribute seed, or ${SEED_VARIABLE})")
 
+    @overrides_nnunet
     def initialize(self):
         # before the weights are drawn, also where nnU-Net initialises ahead of on_train_start (-pretrained_weights)
         if self.run_seed is not None:
             seed_everything(self.run_seed)
         super().initialize()
 
+    @overrides_nnunet
     def on_train_start(self):
         if self.run_seed is not None:
             # a run resumed with --c draws new batches rather than replaying the first epoch's
@@ -112,6 +118,7 @@ class ScheduledTrainer(nnUNetTrainer):
                 torch.backends.cudnn.deterministic = True
         super().on_train_start()
 
+    @overrides_nnunet
     def get_dataloaders(self):
         if self.run_seed is None:
             return super().get_dataloaders()
@@ -125,12 +132,13 @@ class nnUNetTrainerMKUNet(ScheduledTrainer):
     network_class = MKUNet
     plans_arch = "mkunet"
 
+    @overrides_nnunet
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = 3e-3
-        self.weight_decay = 1e-4
+        set_nnunet_attributes(self, initial_lr=3e-3, weight_decay=1e-4)
 
+    @overrides_nnunet
     def on_train_start(self):
         # here, not in __init__: nnUNetv2_train sets its threads before making the trainer, and the benchmark makes
         # trainers without training them at the threads it was asked for
@@ -141,6 +149,7 @@ class nnUNetTrainerMKUNet(ScheduledTrainer):
         super().on_train_start()
 
     @classmethod
+    @overrides_nnunet
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
@@ -155,6 +164,7 @@ class nnUNetTrainerMKUNet(ScheduledTrainer):
                 f"train that one (e.g. 2d_{cls.plans_arch}).")
         return network
 
+    @overrides_nnunet
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
