@@ -23,9 +23,9 @@ DATASET = "Dataset101_KvasirSEG"
 
 # (README text as a regular expression, its replacement, why); applied in this order to the block's command lines
 SUBSTITUTIONS = [
-    (r"/data/Kvasir-SEG -d 101", r"{subset} -d 101 --max-size 64 --test-list {subset}/test.txt",
-     "a small real subset at 64 px; the predict and evaluate lines read imagesTs / labelsTs, which only the "
-     "README's --test-list option makes"),
+    (r"/data/Kvasir-SEG -d 101 --test-list /data/kvasir_test_cases.txt",
+     r"{subset} -d 101 --max-size 64 --test-list {subset}/test.txt",
+     "a small real subset at 64 px, its own held-out list (the predict and evaluate lines read imagesTs / labelsTs)"),
     (r"^nnunet-laworder convert cvc-clinicdb .*\n", "",
      "no CVC-ClinicDB in the test data (test_conversion.py covers its converter)"),
     (r"--verify_dataset_integrity", r"\g<0> -np 1 -npfp 1",
