@@ -37,7 +37,8 @@ JUDGE = "ORDER"  # the quality gate of law synthesize: the real-only model of th
 CONFIGURATION = "2d"
 # the segmenters of the comparison: (configuration, trainer without its schedule suffix)
 SEGMENTERS = {"nnU-Net default": ("2d", "nnUNetTrainer"), "ORDER": ("2d_order", "nnUNetTrainerORDER"),
-              "MK-UNet": ("2d_mkunet", "nnUNetTrainerMKUNet")}
+              "MK-UNet": ("2d_mkunet", "nnUNetTrainerMKUNet"), "SPAD": ("2d", "nnUNetTrainerSPAD"),
+              "cDAL": ("2d", "nnUNetTrainerCDAL")}
 
 
 POLYP = "polyp"  # the label name the Kvasir-SEG converter writes

@@ -12,13 +12,14 @@ from nnunet_laworder.demo.pipeline import LAW_SYNTHETIC_CASES, held_out_cases
 from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED
 
 N_SAMPLE = 64
-# Measured on a 2-core CPU (nnUNetTrainerORDER_cpu, five runs before the short schedules were seeded): held-out mean
-# Dice 0.44, 0.44, 0.59, 0.63, 0.64 (ORDER's batch norm sees batches of 2, and 8 cases make a noisy mean). The demo
-# is seeded, so it repeats one value on one machine; another seed, machine or torch build gives another from
-# that spread. 0.3 sits well below it, so the test does not flake, and far above a broken pipeline (empty or
-# misaligned predictions score ~0). It is not a quality bar: predicting every pixel as polyp scores 0.37 on these
-# cases (report.json records it).
-MIN_MEAN_DICE = 0.3
+# The demo is seeded (nnUNetTrainerORDER_cpu, seed 12345): on one 2-core CPU (torch 2.x, oneDNN) two runs gave the same
+# held-out mean Dice, 0.5988 both times (validation 0.5257; `nnunet-laworder demo --output X`, twice, 2026-12-01),
+# case for case. Another CPU or torch build rounds differently and so trains another path: five unseeded runs
+# before the seeding spread 0.44-0.64 (ORDER's batch norm sees batches of 2, 8 held-out cases make a noisy mean).
+# The band is the seeded result +- 0.2, which holds that spread; its floor stays above predicting every pixel as
+# polyp (0.37 on these cases, asserted below too), and a broken pipeline (empty or misaligned predictions) scores ~0.
+SEEDED_MEAN_DICE = 0.599
+MEAN_DICE_BAND = (SEEDED_MEAN_DICE - 0.2, SEEDED_MEAN_DICE + 0.2)
 
 
 def test_shipped_sample_is_intact():
@@ -48,8 +49,8 @@ def test_demo_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
     for case in cases:
         assert 0 <= case["dice"] <= 1 and 0 <= case["iou"] <= case["dice"]
     assert report["test"]["mean_dice"] == pytest.approx(np.mean([c["dice"] for c in cases]))
-    assert report["test"]["mean_dice"] > MIN_MEAN_DICE
-    assert 0 < report["test"]["all_polyp_baseline_dice"] < 1
+    assert MEAN_DICE_BAND[0] < report["test"]["mean_dice"] < MEAN_DICE_BAND[1]
+    assert 0 < report["test"]["all_polyp_baseline_dice"] < MEAN_DICE_BAND[0]
     assert 0 <= report["validation_dice"] <= 1
     assert report["network"]["class"] == "ORDER" and 30_000 < report["network"]["parameters"] < 60_000
     assert report["training"]["seed"] == SHORT_SCHEDULE_SEED

@@ -1,17 +1,22 @@
 """Seeds and CPU threads of the plugin's trainers: the short schedules are seeded (``nnUNet_laworder_seed``
-overrides), MK-UNet / ORDER train with ``nnUNet_laworder_cpu_threads`` torch threads, and two trainings of
+overrides), the small networks (MK-UNet, ORDER, SPAD, cDAL) train with ``nnUNet_laworder_cpu_threads`` torch threads
+and nnU-Net's default network with nnU-Net's, and two trainings of
 ``nnUNetTrainerORDER_smoke`` on the same real Kvasir-SEG sample end identical (marked slow)."""
 import json
 
 import pytest
 import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from law_fixtures import law_folders, law_kvasir  # noqa: F401  (pytest fixtures)
 from nnunet_helpers import run, validation_summary
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.planning.architecture import architecture_block
+from nnunet_laworder.training.diffusion_seg_trainers import (
+    nnUNetTrainerCDAL, nnUNetTrainerCDAL_100epochs, nnUNetTrainerCDAL_cpu, nnUNetTrainerCDAL_smoke,
+    nnUNetTrainerSPAD_250epochs, nnUNetTrainerSPAD_cpu, nnUNetTrainerSPAD_smoke)
 from nnunet_laworder.training.order_trainers import (
-    SHORT_SCHEDULE_SEED, ScheduledTrainer, nnUNetTrainer_cpu, nnUNetTrainer_smoke, nnUNetTrainerMKUNet_cpu2x,
+    SHORT_SCHEDULE_SEED, nnUNetTrainer_cpu, nnUNetTrainer_smoke, nnUNetTrainerMKUNet_cpu2x,
     nnUNetTrainerMKUNet_cpu4x, nnUNetTrainerORDER, nnUNetTrainerORDER_100epochs, nnUNetTrainerORDER_250epochs,
     nnUNetTrainerORDER_cpu, nnUNetTrainerORDER_smoke)
 
@@ -31,9 +36,11 @@ def make_trainer(trainer_class, tmp_path, monkeypatch):
 
 def test_short_schedules_are_seeded_full_length_ones_are_not():
     for trainer in (nnUNetTrainerORDER_smoke, nnUNetTrainerORDER_cpu, nnUNetTrainerMKUNet_cpu2x,
-                    nnUNetTrainerMKUNet_cpu4x, nnUNetTrainer_cpu, nnUNetTrainer_smoke):
+                    nnUNetTrainerMKUNet_cpu4x, nnUNetTrainer_cpu, nnUNetTrainer_smoke, nnUNetTrainerSPAD_smoke,
+                    nnUNetTrainerSPAD_cpu, nnUNetTrainerCDAL_smoke, nnUNetTrainerCDAL_cpu):
         assert trainer.seed == SHORT_SCHEDULE_SEED, trainer.__name__
-    for trainer in (nnUNetTrainerORDER, nnUNetTrainerORDER_100epochs, nnUNetTrainerORDER_250epochs):
+    for trainer in (nnUNetTrainerORDER, nnUNetTrainerORDER_100epochs, nnUNetTrainerORDER_250epochs,
+                    nnUNetTrainerCDAL, nnUNetTrainerCDAL_100epochs, nnUNetTrainerSPAD_250epochs):
         assert trainer.seed is None, trainer.__name__
 
 
@@ -63,28 +70,35 @@ def torch_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("value,expected", [(None, 1), ("2", 2)])
-def test_order_trainer_sets_cpu_threads_when_training_starts(value, expected, tmp_path, monkeypatch, torch_threads):
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerORDER_smoke, nnUNetTrainerSPAD_smoke, nnUNetTrainerCDAL_cpu,
+                                           nnUNetTrainer_smoke])
+@pytest.mark.parametrize("value", [None, "2"])
+def test_small_network_trainers_set_cpu_threads_when_training_starts(trainer_class, value, tmp_path, monkeypatch,
+                                                                     torch_threads):
     if value is None:
         monkeypatch.delenv("nnUNet_laworder_cpu_threads", raising=False)
     else:
         monkeypatch.setenv("nnUNet_laworder_cpu_threads", value)
-    trainer = make_trainer(nnUNetTrainerORDER_smoke, tmp_path, monkeypatch)
+    trainer = make_trainer(trainer_class, tmp_path, monkeypatch)
     # nnUNetv2_train -device cpu sets the CPU count before it makes the trainer; making it changes nothing yet
     torch.set_num_threads(3)
     assert torch.get_num_threads() == 3
     # nnU-Net's own on_train_start needs preprocessed data: only the plugin's part of the hook runs here
-    monkeypatch.setattr(ScheduledTrainer, "on_train_start", lambda self: None)
+    monkeypatch.setattr(nnUNetTrainer, "on_train_start", lambda self: None)
     trainer.on_train_start()
+    # nnU-Net's default network keeps the threads nnUNetv2_train gave it
+    expected = int(value or 1) if trainer_class.small_network_threads else 3
     assert torch.get_num_threads() == expected
-    assert f"torch threads: {expected} ($nnUNet_laworder_cpu_threads, default 1)" in open(trainer.log_file).read()
+    log = open(trainer.log_file).read()
+    assert (f"torch threads: {expected} ($nnUNet_laworder_cpu_threads, default 1)" in log) == \
+        trainer_class.small_network_threads
 
 
 @pytest.mark.parametrize("value", ["0", "two", "100000"])
 def test_bad_cpu_threads_variable_is_an_input_error(value, tmp_path, monkeypatch, torch_threads):
     monkeypatch.setenv("nnUNet_laworder_cpu_threads", value)
     trainer = make_trainer(nnUNetTrainerORDER_smoke, tmp_path, monkeypatch)
-    monkeypatch.setattr(ScheduledTrainer, "on_train_start", lambda self: None)
+    monkeypatch.setattr(nnUNetTrainer, "on_train_start", lambda self: None)
     with pytest.raises(InputError, match="nnUNet_laworder_cpu_threads"):
         trainer.on_train_start()
 

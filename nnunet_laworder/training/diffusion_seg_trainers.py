@@ -37,7 +37,7 @@ from nnunet_laworder.networks.cdal import (CDALDiscriminator, CDALNetwork, atten
 from nnunet_laworder.networks.diffusion_segmentation import DiffusionSegmenter, mask_state
 from nnunet_laworder.networks.spad import SPADNetwork, SPADPerturbation
 from nnunet_laworder.training.nnunet_contract import overrides_nnunet, set_nnunet_attributes
-from nnunet_laworder.training.order_trainers import ScheduledTrainer
+from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED, ScheduledTrainer
 
 
 def bare_module(module: nn.Module) -> nn.Module:
@@ -53,6 +53,7 @@ class nnUNetTrainerDiffusionSeg(ScheduledTrainer):
     Subclasses implement :meth:`build_network` and :meth:`diffusion_step` (one optimisation step on a batch).
     """
 
+    small_network_threads = True  # nnUNet_laworder_cpu_threads on CPU, as for ORDER
     num_samples = 4  # K: samples averaged per patch by the final validation and nnUNetv2_predict
     validation_samples = 1  # K of the online pseudo Dice at the end of every epoch
     # nnU-Net's test-time mirroring (validation and prediction); every mirror costs K more samples
@@ -331,15 +332,17 @@ class nnUNetTrainerCDAL(nnUNetTrainerDiffusionSeg):
 
 
 # Short schedules, as for ORDER: 'smoke' checks the pipeline on CPU in about a minute (and samples cheaply: K = 2,
-# fewest steps, no test-time mirroring), 'cpu' is the CPU experiment budget (ORDER_cpu's 20 x 50), the epoch
-# variants are for GPU experiments.
+# fewest steps, no test-time mirroring), 'cpu' is the CPU experiment budget (ORDER_cpu's 20 x 50); both seeded.
+# The epoch variants are for GPU experiments, unseeded.
 class nnUNetTrainerSPAD_smoke(nnUNetTrainerSPAD):
     schedule = (3, 8, 2)
+    seed = SHORT_SCHEDULE_SEED
     num_samples, sampling_steps, test_time_mirroring = 2, 3, False
 
 
 class nnUNetTrainerSPAD_cpu(nnUNetTrainerSPAD):
     schedule = (20, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerSPAD_100epochs(nnUNetTrainerSPAD):
@@ -352,11 +355,13 @@ class nnUNetTrainerSPAD_250epochs(nnUNetTrainerSPAD):
 
 class nnUNetTrainerCDAL_smoke(nnUNetTrainerCDAL):
     schedule = (3, 8, 2)
+    seed = SHORT_SCHEDULE_SEED
     num_samples, num_timesteps, test_time_mirroring = 2, 2, False
 
 
 class nnUNetTrainerCDAL_cpu(nnUNetTrainerCDAL):
     schedule = (20, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
 
 
 class nnUNetTrainerCDAL_100epochs(nnUNetTrainerCDAL):

@@ -17,8 +17,9 @@ Its seeded sibling (batchgenerators' MultiThreadedAugmenter) seeds only numpy in
 augmentations draw from torch. nnU-Net's deterministic path is its SingleThreadedAugmenter (``nnUNet_n_proc_DA=0``),
 which a seeded run takes. ``nnUNet_laworder_seed`` (an integer, or ``none``) overrides the schedule's seed for a run.
 
-CPU threads: MK-UNet's and ORDER's trainers train with ``nnUNet_laworder_cpu_threads`` torch threads (default 1)
-instead of the CPU count that ``nnUNetv2_train -device cpu`` sets.
+CPU threads: trainers of small networks (``small_network_threads``: MK-UNet, ORDER, and the diffusion segmenters of
+``diffusion_seg_trainers``) train with ``nnUNet_laworder_cpu_threads`` torch threads (default 1) instead of the CPU
+count that ``nnUNetv2_train -device cpu`` sets; nnU-Net's default network keeps nnU-Net's threads.
 """
 import os
 import random
@@ -74,7 +75,7 @@ def seed_everything(seed: int) -> None:
 
 
 def cpu_threads() -> int:
-    """Torch threads of MK-UNet and ORDER training on CPU: ``nnUNet_laworder_cpu_threads``, default 1."""
+    """Torch threads of small-network training on CPU: ``nnUNet_laworder_cpu_threads``, default 1."""
     if not os.environ.get(CPU_THREADS_VARIABLE, "").strip():
         return DEFAULT_CPU_THREADS
     return integer_variable(CPU_THREADS_VARIABLE, 1, os.cpu_count() or 1)
@@ -87,6 +88,8 @@ class ScheduledTrainer(nnUNetTrainer):
     schedule: Optional[Tuple[int, int, int]] = None
     # seed of the run (see the module docstring); None: unseeded, with nnU-Net's multi-process augmentation
     seed: Optional[int] = None
+    # train on CPU with nnUNet_laworder_cpu_threads torch threads (see the module docstring), not nnU-Net's count
+    small_network_threads: bool = False
 
     @overrides_nnunet
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -110,6 +113,12 @@ class ScheduledTrainer(nnUNetTrainer):
 
     @overrides_nnunet
     def on_train_start(self):
+        # here, not in __init__: nnUNetv2_train sets its threads before making the trainer, and the benchmark makes
+        # trainers without training them at the threads it was asked for
+        if self.small_network_threads and self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
+            self.print_to_log_file(f"torch threads: {torch.get_num_threads()} (${CPU_THREADS_VARIABLE}, default "
+                                   f"{DEFAULT_CPU_THREADS})")
         if self.run_seed is not None:
             # a run resumed with --c draws new batches rather than replaying the first epoch's
             seed_everything(self.run_seed + self.current_epoch)
@@ -131,22 +140,13 @@ class nnUNetTrainerMKUNet(ScheduledTrainer):
 
     network_class = MKUNet
     plans_arch = "mkunet"
+    small_network_threads = True
 
     @overrides_nnunet
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         set_nnunet_attributes(self, initial_lr=3e-3, weight_decay=1e-4)
-
-    @overrides_nnunet
-    def on_train_start(self):
-        # here, not in __init__: nnUNetv2_train sets its threads before making the trainer, and the benchmark makes
-        # trainers without training them at the threads it was asked for
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads())
-            self.print_to_log_file(f"torch threads: {torch.get_num_threads()} (${CPU_THREADS_VARIABLE}, default "
-                                   f"{DEFAULT_CPU_THREADS})")
-        super().on_train_start()
 
     @classmethod
     @overrides_nnunet
