@@ -37,8 +37,9 @@ def main(argv=None) -> int:
                                        f"{100 * p['ci95'][1]:+.1f}]"
         counts = "-" if p is None else f"{p['improved']} / {p['equal']} / {p['worse']}"
         lines.append(f"| {name} | {100 * row['dice']:.1f} | {versus} | {counts} | {row['parameters']:,} |")
-    lines += ["", "Dice: nnU-Net's validation of the first fold (mean over cases, polyp label), one run each with "
-              "the short schedules' seed; the diffusion segmenters sample K = 4 masks per patch with mirroring.",
+    lines += ["", "Dice: nnU-Net's validation of the first fold (mean over cases, polyp label), one run each (seed "
+              "12345 of the short schedules; models another reproduction script left in the work folder are reused "
+              "as they are); the diffusion segmenters sample K = 4 masks per patch with mirroring.",
               "", "![compare](diffusion_segmenters_compare.png)"]
     r.write_table("diffusion_segmenters", "SPAD and cDAL beside ORDER and nnU-Net's default", lines, {"rows": rows})
     return 0
