@@ -11,6 +11,7 @@ Validation samples as ``nnUNetv2_predict`` does (K = 4 samples per patch, test-t
 """
 from nnunet_laworder.evaluation.compare import case_dice
 from nnunet_laworder.evaluation.paired import paired_difference
+from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED
 from reproduction import REAL_ID, Reproduction, parse_args
 
 ROWS = ["SPAD", "cDAL", "ORDER", "nnU-Net default"]
@@ -38,8 +39,8 @@ def main(argv=None) -> int:
         counts = "-" if p is None else f"{p['improved']} / {p['equal']} / {p['worse']}"
         lines.append(f"| {name} | {100 * row['dice']:.1f} | {versus} | {counts} | {row['parameters']:,} |")
     lines += ["", "Dice: nnU-Net's validation of the first fold (mean over cases, polyp label), one run each (seed "
-              "12345 of the short schedules; models another reproduction script left in the work folder are reused "
-              "as they are); the diffusion segmenters sample K = 4 masks per patch with mirroring.",
+              f"{SHORT_SCHEDULE_SEED} of the short schedules; models another reproduction script left in the work "
+              "folder are reused as they are); the diffusion segmenters sample K = 4 masks per patch with mirroring.",
               "", "![compare](diffusion_segmenters_compare.png)"]
     r.write_table("diffusion_segmenters", "SPAD and cDAL beside ORDER and nnU-Net's default", lines, {"rows": rows})
     return 0

@@ -47,6 +47,7 @@ def measure(args, threads: int) -> dict:
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
 
+    from nnunet_laworder.evaluation.runner import timed
     from nnunet_laworder.training.nnunet_contract import set_nnunet_attributes
 
     os.environ["nnUNet_laworder_cpu_threads"] = str(threads)  # what the plugin's trainers read
@@ -55,19 +56,15 @@ def measure(args, threads: int) -> dict:
                                     device=torch.device("cpu"))
     set_nnunet_attributes(trainer, num_epochs=args.epochs)
     trainer.run_training()
-    epochs = [trainer.logger.get_value("epoch_end_timestamps", e) - trainer.logger.get_value("epoch_start_timestamps", e)
-              for e in range(1, args.epochs)]
+    logged = trainer.logger.get_value
+    epochs = [logged("epoch_end_timestamps", e) - logged("epoch_start_timestamps", e) for e in range(1, args.epochs)]
     network = trainer.network
     network.eval()
     trainer.set_deep_supervision_enabled(False)
     image = torch.randn(1, trainer.num_input_channels, *trainer.configuration_manager.patch_size)
-    forwards = []
     with torch.inference_mode():
         network(image)
-        for _ in range(args.forwards):
-            start = time.perf_counter()
-            network(image)
-            forwards.append(time.perf_counter() - start)
+        forwards = [timed(trainer.device, lambda: network(image)) for _ in range(args.forwards)]
     return {"torch_threads": torch.get_num_threads(), "epoch_s": epochs, "forward_s": forwards,
             "epoch_s_median": statistics.median(epochs), "forward_ms_median": 1e3 * statistics.median(forwards)}
 
