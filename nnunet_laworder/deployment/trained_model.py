@@ -1,7 +1,5 @@
 """The trained model a deployment command names (``-d -c -tr -p -f --checkpoint``, as nnUNetv2_predict names it):
 found, with an :class:`InputError` naming the first thing missing, and loaded through nnU-Net's predictor."""
-import contextlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -12,7 +10,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.nnunet_folders import (DEFAULT_CHECKPOINT, DEFAULT_PLANS, check_configuration, load_plans,
                                             model_folder)
-from nnunet_laworder.training.discovery import plugin_trainers
+from nnunet_laworder.nnunet_predictor import load_nnunet_predictor
 
 @dataclass(frozen=True)
 class TrainedFold:
@@ -50,15 +48,6 @@ class TrainedFold:
         return checkpoint
 
     def load_predictor(self, use_mirroring: bool = True, tile_step_size: float = 0.5) -> nnUNetPredictor:
-        """nnU-Net's predictor on the CPU with this fold's weights, set up as nnUNetv2_predict sets it up: the
-        network built by the trainer without deep supervision, in eval mode."""
-        folder = self.checkpoint_file().parent.parent
-        # nnU-Net prints its settings and its trainer search
-        with plugin_trainers(), contextlib.redirect_stdout(io.StringIO()):
-            predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True,
-                                        use_mirroring=use_mirroring, perform_everything_on_device=False,
-                                        device=torch.device("cpu"), allow_tqdm=False)
-            predictor.initialize_from_trained_model_folder(str(folder), use_folds=[self.fold],
-                                                           checkpoint_name=self.checkpoint)
-        predictor.network.eval()
-        return predictor
+        """nnU-Net's predictor on the CPU with this fold's weights (deployment exports and runs on the CPU)."""
+        return load_nnunet_predictor(self.checkpoint_file().parent.parent, [self.fold], self.checkpoint,
+                                     torch.device("cpu"), use_mirroring=use_mirroring, tile_step_size=tile_step_size)

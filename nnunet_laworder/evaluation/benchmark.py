@@ -24,11 +24,12 @@ import torch
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation.memory import MEMORY_STEPS, measure_memory
 from nnunet_laworder.evaluation.models import ModelIdentity, resolve_models
-from nnunet_laworder.evaluation.prediction_timing import (CHECKPOINT, MIRRORING, checkpoint_file, load_predictor,
-                                                           select_cases, time_predictions)
+from nnunet_laworder.evaluation.prediction_timing import (CHECKPOINT, MIRRORING, checkpoint_file, select_cases,
+                                                           time_predictions)
 from nnunet_laworder.evaluation.runner import Runner, timed
 from nnunet_laworder.nnunet_folders import (parse_fold, plans_file, preprocessed_dataset_folder, read_json,
                                             resolve_device)
+from nnunet_laworder.nnunet_predictor import load_nnunet_predictor
 
 FIGURES = ("parameters", "gmacs", "forward_ms", "train_step_ms", "train_peak_bytes", "forward_peak_bytes")
 # with --predict, per mirroring setting: nnUNetv2_predict's seconds per case (median) and in total
@@ -142,7 +143,8 @@ def run_benchmark(dataset: str, configurations: Sequence[str], trainers: Optiona
                 for r in runners]
         if predict:
             del runners  # the training state out of the way of the predictors
-            predictors = {m.identifier: load_predictor(dataset, m, fold, torch_device) for m in predicted}
+            predictors = {m.identifier: load_nnunet_predictor(checkpoint_file(dataset, m, fold).parent.parent, [fold],
+                                                              CHECKPOINT, torch_device) for m in predicted}
             add_predict_figures(rows, predictors, time_predictions(predictors, cases, torch_device, Path(scratch)))
     add_ratios(rows, references, FIGURES + (tuple(PREDICT_FIGURES.values()) if predict else ()))
     settings = {"dataset": dataset, "device": str(torch_device), "hardware": hardware(torch_device, threads),

@@ -1,7 +1,8 @@
 """``benchmark --predict``: what ``nnUNetv2_predict`` spends per case on each trained model, side by side.
 
 Each model is nnU-Net's own predictor (``nnUNetPredictor``, set up from the model folder with the command's
-defaults: step 0.5, Gaussian weighting, everything on the device on CUDA), and each case is one call of the path
+defaults by :func:`~nnunet_laworder.nnunet_predictor.load_nnunet_predictor`: step 0.5, Gaussian weighting,
+everything on the device on CUDA), and each case is one call of the path
 ``nnUNetv2_predict -npp 0 -nps 0`` takes (``predict_from_files_sequential``): preprocessing, sliding window,
 mirroring, export, one after the other in this process. Not the default worker processes: they are started anew
 at every call, and on a busy 2-core machine their start-up took some 13 s of a one-case call whose forward pass
@@ -24,7 +25,6 @@ from nnunet_laworder.evaluation.models import ModelIdentity
 from nnunet_laworder.evaluation.runner import timed
 from nnunet_laworder.nnunet_folders import DEFAULT_CHECKPOINT as CHECKPOINT
 from nnunet_laworder.nnunet_folders import model_folder, raw_dataset_folder, read_json
-from nnunet_laworder.training.discovery import plugin_trainers
 from nnunet_laworder.training.nnunet_contract import set_nnunet_attributes
 
 MIRRORING = {"tta": True, "no_tta": False}  # the two settings timed: nnU-Net's default and --disable_tta
@@ -45,16 +45,6 @@ def select_cases(dataset: str, count: int) -> Dict[str, List[str]]:
 
 def checkpoint_file(dataset: str, model: ModelIdentity, fold: Union[int, str]) -> Path:
     return model_folder(dataset, model.trainer, model.plans, model.configuration) / f"fold_{fold}" / CHECKPOINT
-
-
-def load_predictor(dataset: str, model: ModelIdentity, fold: Union[int, str], device) -> nnUNetPredictor:
-    """nnU-Net's predictor with the model's weights, set up as nnUNetv2_predict sets it up."""
-    # nnU-Net prints its settings; stdout may hold the table
-    with plugin_trainers(), contextlib.redirect_stdout(io.StringIO()):
-        predictor = nnUNetPredictor(device=device, allow_tqdm=False)
-        folder = model_folder(dataset, model.trainer, model.plans, model.configuration)
-        predictor.initialize_from_trained_model_folder(str(folder), use_folds=[fold], checkpoint_name=CHECKPOINT)
-    return predictor
 
 
 def time_predictions(predictors: Dict[str, nnUNetPredictor], cases: Dict[str, List[str]], device,

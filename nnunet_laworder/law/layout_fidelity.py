@@ -11,7 +11,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from tqdm import tqdm
 
 from nnunet_laworder.errors import InputError
@@ -20,7 +19,7 @@ from nnunet_laworder.law.fid import even_subset
 from nnunet_laworder.law.generator import foreground_labels
 from nnunet_laworder.law.splits import validation_cases
 from nnunet_laworder.nnunet_folders import model_folder, preprocessed_dataset_folder
-from nnunet_laworder.training.discovery import plugin_trainers
+from nnunet_laworder.nnunet_predictor import load_nnunet_predictor
 
 
 @dataclass
@@ -66,18 +65,7 @@ def load_predictor(model: TrainedModel, device: torch.device, labels: Sequence[i
     """(nnU-Net's predictor with the model's weights, the model's folder); the model must segment every one of the
     synthetic cases' ``labels`` (an InputError naming it as ``role`` otherwise)."""
     folder = model.folder()
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=model.mirroring,
-                                perform_everything_on_device=device.type == "cuda", device=device,
-                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-    folds = [f if f == "all" else int(f) for f in model.folds]
-    with plugin_trainers():
-        try:
-            predictor.initialize_from_trained_model_folder(str(folder), use_folds=folds,
-                                                           checkpoint_name=model.checkpoint)
-        except RuntimeError as e:
-            if "Could not find requested nnunet trainer" in str(e):
-                raise InputError(f"{e} (eval \"$(nnunet-laworder env)\" exports nnUNet_extTrainer)") from None
-            raise
+    predictor = load_nnunet_predictor(folder, model.folds, model.checkpoint, device, use_mirroring=model.mirroring)
     missing = sorted(set(int(v) for v in labels) - set(foreground_labels(predictor.dataset_json)))
     if missing:
         raise InputError(f"the {role} {folder} does not segment label(s) {missing} of the synthetic cases")
