@@ -16,15 +16,25 @@ rule removes the layouts, not what the weights learned. For a strictly clean fol
 ``law train -f F`` (it sees only fold F's training cases), synthesize from that checkpoint (``-f F``) and evaluate
 fold F; the printed commands say which folds are clean.
 
-**Atomic.** The dataset is assembled in a hidden staging folder and renamed into place at the end (the machinery of
-the converters): an interrupted run leaves no ``DatasetNEW_*``; an existing id is replaced only with
-``--overwrite``. The cache is deleted once the dataset is in place. Of several parts that find every case done, an
-``O_EXCL`` lock file lets only one assemble.
+**Atomic, resumable.** The raw dataset and its preprocessed folder (plans, dataset.json, fingerprint,
+splits_final.json; each file written atomically) are each written into a hidden staging folder. The preprocessed
+folder is renamed into place first, the raw dataset last, so a ``DatasetNEW_*`` in nnUNet_raw never appears without
+its plans and split. A run interrupted before that last rename (Ctrl-C, an error) puts the previous preprocessed
+folder back (none, for a new id) and leaves no new ``DatasetNEW_*`` in nnUNet_raw; the cache of finished cases
+stays, and the same command again resumes (for a new id: without ``--overwrite``). Only a process killed outright
+(SIGKILL, power loss) between the two renames can leave a preprocessed folder out of step with nnUNet_raw (the new
+plans beside no raw dataset); it never makes a rerun refuse: the rerun replaces it, and removes the staging folders
+interrupted runs left. An existing raw dataset of the id is replaced only with ``--overwrite``; the preprocessed
+folder of the new name is replaced as a whole (with it the preprocessed data of a replaced dataset, which
+``nnUNetv2_preprocess`` makes again). The cache is deleted once the dataset is in place (a process killed just
+before that leaves a complete dataset and a hidden ``.law-cache-*`` folder that may be deleted). Of several parts
+that find every case done, an ``O_EXCL`` lock file lets only one assemble.
 """
 import json
 import os
 import shutil
 import socket
+import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -91,23 +101,98 @@ def assemble(target: DatasetTarget, cache: CaseCache, num: int, source: Path, da
             print(f"law synthesize: {target.path.name} was already assembled by another part")
             return
         target.refuse_existing()
-        for stale in target.raw.glob(f".{target.path.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # staging folders of interrupted assemblies (we hold the lock)
+        preprocessed = _preprocessed_folder(target)
+        _remove_stale_staging(target, preprocessed)  # of interrupted assemblies (we hold the lock)
         entries = cache.entries(num)
         splits = synthetic_splits(real_splits, {case: entry["source_case"] for case, entry in entries.items()})
-        with target.staging() as folder:
+        transferred = None
+        # the raw dataset appears last: plans and splits first (the outer block puts the previous preprocessed
+        # folder back when publishing the raw dataset fails or is interrupted)
+        with _PreprocessedStaging(preprocessed) as preprocessed_staging, target.staging() as folder:
             _write_dataset(folder, target, cache, source, dataset_json, num_real, entries, splits, provenance,
                            progress)
-        preprocessed = _preprocessed_folder(target)
-        transferred = None
-        if preprocessed is not None:
-            transferred = transfer_plans(source_plans.parent, target.path.name)  # it makes the folder
-            save_json_atomic(splits, preprocessed / SPLITS_FILE)
+            if preprocessed_staging is not None:
+                written = transfer_plans(source_plans.parent, target.path.name, raw=folder,
+                                         output=preprocessed_staging.folder)
+                save_json_atomic(splits, preprocessed_staging.folder / SPLITS_FILE)
+                preprocessed_staging.put_in_place(folder, target.path)
+                transferred = [preprocessed / path.name for path in written]
+            # leaving target.staging() renames the raw dataset into place
         cache.remove()
     finally:
         lock.unlink(missing_ok=True)
     print_summary(target, num_real, len(entries), splits, (preprocessed or target.path) / SPLITS_FILE, provenance,
                   source_plans, transferred)
+
+
+class _PreprocessedStaging:
+    """``$nnUNet_preprocessed/DatasetNEW_<name>`` written into a hidden folder beside it (``folder``) and put in place
+    as a whole (:meth:`put_in_place`, the previous folder of that name moved aside) just before the raw dataset is.
+    When the ``with`` block fails without the raw dataset having appeared, the previous folder is put back;
+    otherwise it is deleted. ``with _PreprocessedStaging(None)`` yields None (nnUNet_preprocessed is not set)."""
+
+    def __init__(self, final: Optional[Path]):
+        self.final = final
+        if final is not None:
+            tag = uuid.uuid4().hex[:8]
+            self.folder = final.parent / f".{final.name}.partial-{tag}"
+            self.aside = final.parent / f".{final.name}.replaced-{tag}"
+        self.raw = None  # (the raw dataset's final path, its staging folder's stat) once placed
+
+    def __enter__(self) -> Optional["_PreprocessedStaging"]:
+        if self.final is None:
+            return None
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir()
+        return self
+
+    def put_in_place(self, raw_staging: Path, raw_final: Path) -> None:
+        """Rename ``folder`` into place; ``raw_staging`` is the raw dataset about to be renamed to ``raw_final``."""
+        raw = (raw_final, raw_staging.stat())
+        if self.final.exists():
+            self.final.rename(self.aside)
+        try:
+            self.folder.rename(self.final)
+        except BaseException:
+            if self.aside.exists():
+                self.aside.rename(self.final)
+            raise
+        self.raw = raw
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.final is None:
+            return
+        try:
+            if self.raw is not None and (exc_type is None or self._raw_published()):
+                shutil.rmtree(self.aside, ignore_errors=True)
+            elif self.raw is not None:  # the raw dataset did not appear: no plans without it
+                shutil.rmtree(self.final)
+                if self.aside.exists():
+                    self.aside.rename(self.final)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _raw_published(self) -> bool:
+        """Whether the raw staging folder became the raw dataset (an interruption may come after that rename,
+        e.g. while a replaced dataset is deleted: its plans must stay then)."""
+        final, staging = self.raw
+        try:
+            now = final.stat()
+        except FileNotFoundError:
+            return False
+        return (now.st_dev, now.st_ino) == (staging.st_dev, staging.st_ino)
+
+
+def _remove_stale_staging(target: DatasetTarget, preprocessed: Optional[Path]) -> None:
+    """The staging folders that interrupted assemblies of ``target`` left behind: ``.DatasetNEW_<name>.partial-*``
+    in nnUNet_raw and nnUNet_preprocessed, and a preprocessed folder moved aside by a run killed before it could
+    put it back or delete it (``.replaced-*``; the raw dataset decides: a preprocessed folder is rewritten anyway)."""
+    stale = list(target.raw.glob(f".{target.path.name}.partial-*"))
+    if preprocessed is not None and preprocessed.parent.is_dir():
+        stale += preprocessed.parent.glob(f".{preprocessed.name}.partial-*")
+        stale += preprocessed.parent.glob(f".{preprocessed.name}.replaced-*")
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write_dataset(folder: Path, target: DatasetTarget, cache: CaseCache, source: Path, dataset_json: dict,
