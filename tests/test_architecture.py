@@ -27,13 +27,14 @@ BOTTOM = {
     "conversion": {"errors", "nnunet_folders"},
     "planning": {"errors", "nnunet_folders"},
     "training": {"errors", "nnunet_folders", "networks"},
-    # law synthesize writes an nnU-Net raw dataset as the converters do; law evaluate predicts with nnU-Net's
-    # predictor, which finds the plugin's trainers through training/discovery
-    "law": {"errors", "nnunet_folders", "networks", "conversion.common", "training.discovery"},
-    "evaluation": {"errors", "nnunet_folders", "networks", "planning", "training"},
+    # nnU-Net's predictor of a trained model, which finds the plugin's trainers through training/discovery
+    "nnunet_predictor": {"errors", "training.discovery"},
+    # law synthesize writes an nnU-Net raw dataset as the converters do; law evaluate and the quality gate predict
+    "law": {"errors", "nnunet_folders", "networks", "conversion.common", "nnunet_predictor"},
+    "evaluation": {"errors", "nnunet_folders", "networks", "planning", "training", "nnunet_predictor"},
     "workflow": {"training.discovery"},
-    # export and predict load a trained fold through nnU-Net's predictor, which finds the plugin's trainers
-    "deployment": {"errors", "nnunet_folders", "training.discovery"},
+    # export and predict load a trained fold through nnU-Net's predictor
+    "deployment": {"errors", "nnunet_folders", "nnunet_predictor"},
 }
 MAY_IMPORT = {
     **BOTTOM,
