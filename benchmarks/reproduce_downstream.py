@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     r.run(r.train_stages(REAL_ID, ["ORDER"]) + r.law_stages("law")[:1])  # the gate's judge, the generator
     rows, kept = r.real_vs_law(r.scale.downstream_ratio, ROWS, known.replicate)
     runs = {name: len(row["runs"]["real"]) for name, row in rows.items()}
-    lines = [f"{kept} synthetic cases (law generator, quality gate) beside {next(iter(rows.values()))['real_training_cases']}"
+    real_training_cases = next(iter(rows.values()))['real_training_cases']
+    lines = [f"{kept} synthetic cases (law generator, quality gate) beside {real_training_cases}"
              f" real training cases; runs per segmenter: {', '.join(f'{n} {k}' for n, k in runs.items())} (a case's "
              f"Dice is its mean over the runs).", ""]
     lines += ROW_HEADER + [row_line(name, row) for name, row in rows.items()]

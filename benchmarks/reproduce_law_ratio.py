@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     r.scale = type(r.scale)(**{**r.scale.__dict__, "folds": r.scale.folds[:1]})  # the clean fold only
     r.run(r.prepare_real())
     r.run(r.train_stages(REAL_ID, ["ORDER"]) + r.law_stages("law")[:1])  # the gate's judge, the generator
-    rows, lines = {}, ["| synthetic / real | synthetic cases kept | " + ROW_HEADER[0][2:], "|---:|---:|" + ROW_HEADER[1][1:]]
+    rows = {}
+    lines = ["| synthetic / real | synthetic cases kept | " + ROW_HEADER[0][2:], "|---:|---:|" + ROW_HEADER[1][1:]]
     for ratio in known.ratios:
         by_segmenter, kept = r.real_vs_law(ratio, known.segmenters, known.replicate)
         for segmenter, row in by_segmenter.items():

@@ -176,7 +176,8 @@ def test_token_grid_matches_the_halving_loop_at_every_size():
 
 
 @pytest.mark.parametrize("variant,attention_stages,gated", [("default", 2, False), ("no-attention", 0, False),
-                                                             ("confidence-gate", 2, True), ("wide-attention", 2, False)])
+                                                             ("confidence-gate", 2, True),
+                                                             ("wide-attention", 2, False)])
 def test_order_ablation_variants_build_from_plans(variant, attention_stages, gated):
     block = architecture_block("order", [[1, 1]] + [[2, 2]] * 4, 2, variant)
     net = get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],

@@ -127,10 +127,12 @@ def law_markdown(law: dict) -> List[str]:
         "",
         f"`law train` fitted the mask-conditioned diffusion generator on fold {FOLD}'s training cases only; "
         f"`law synthesize` wrote `{law['dataset']}`: {law['real_cases']} real + {law['synthetic_cases']} synthetic "
-        f"cases. Its fold {FOLD} trains on {fold['train']} cases ({fold['train_synthetic']} synthetic) and validates on "
-        f"{fold['val']} real cases ({fold['val_synthetic']} synthetic), the same real cases as the real-only dataset.",
+        f"cases. Its fold {FOLD} trains on {fold['train']} cases ({fold['train_synthetic']} synthetic) and validates "
+        f"on {fold['val']} real cases ({fold['val_synthetic']} synthetic), the same real cases as the real-only "
+        f"dataset.",
         "",
-        f"- mean LAW weight on lesion / on background pixels: {weights} (the ratio prior at step 0, then prior x the learned map of where the denoiser errs)",
+        f"- mean LAW weight on lesion / on background pixels: {weights} (the ratio prior at step 0, then prior x "
+        f"the learned map of where the denoiser errs)",
         f"- layout fidelity (Dice between the conditioning mask and the ORDER model's prediction on the image): "
         f"**{law['layout_fidelity_synthetic']:.3f}** on synthetic images, {law['layout_fidelity_real']:.3f} on real "
         f"ones. The demo's generator inpaints 48x48 lesion windows at the images' own resolution and trains for a "

@@ -109,8 +109,8 @@ def compose(image: np.ndarray, label: np.ndarray, window: Tuple[slice, ...], hol
 
 
 def inpaint_case(image: np.ndarray, segmentation: np.ndarray, window_size: Sequence[int], labels: Sequence[int],
-                 normaliser, rng: np.random.Generator, transform_config: TransformConfig, generate: Callable[[torch.Tensor], torch.Tensor]
-                 ) -> Tuple[np.ndarray, np.ndarray, dict]:
+                 normaliser, rng: np.random.Generator, transform_config: TransformConfig,
+                 generate: Callable[[torch.Tensor], torch.Tensor]) -> Tuple[np.ndarray, np.ndarray, dict]:
     """One synthetic case from a real one: ``image (C, *spatial)`` (raw intensities) and ``segmentation (*spatial)``
     at the source's resolution. A window around the source's lesion (jittered), a random transform of the window's
     mask as the new lesion, the hole of both, and ``generate(conditioning (1, ., *window))`` -> normalised image

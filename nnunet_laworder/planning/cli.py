@@ -8,7 +8,8 @@ def run(args) -> int:
                                                   plans_name=args.p, name=args.name)
     state = "added" if changed else "already up to date"
     print(f"configuration '{name}' ({args.arch}, inherits from '{args.c}') {state} in {plans_file}")
-    print(f"train it with: nnUNetv2_train {args.d} {name} FOLD -tr nnUNetTrainer{'ORDER' if args.arch == 'order' else 'MKUNet'}"
+    trainer = "nnUNetTrainerORDER" if args.arch == "order" else "nnUNetTrainerMKUNet"
+    print(f"train it with: nnUNetv2_train {args.d} {name} FOLD -tr {trainer}"
           + (f" -p {args.p}" if args.p != "nnUNetPlans" else ""))
     return 0
 
