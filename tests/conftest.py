@@ -46,3 +46,29 @@ def nnunet_dirs(tmp_path, monkeypatch):
         path.mkdir()
         monkeypatch.setenv(name, str(path))
     return dirs
+
+
+# The LAW modules' planned datasets (law_fixtures.py), made once per test session; each module gets its own
+# nnUNet_results through law_fixtures.law_folders.
+@pytest.fixture(scope="session")
+def law_shared_folders(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("law_shared")
+    folders = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed")}
+    for path in folders.values():
+        path.mkdir()
+    return folders
+
+
+@pytest.fixture(scope="session")
+def law_kvasir_planned(law_shared_folders, tmp_path_factory) -> Path:
+    from law_fixtures import plan_kvasir
+
+    return plan_kvasir(law_shared_folders, tmp_path_factory.mktemp("law_kvasir_official"),
+                       tmp_path_factory.mktemp("law_planning_results"))
+
+
+@pytest.fixture(scope="session")
+def law_hippocampus_planned(law_shared_folders, tmp_path_factory) -> Path:
+    from law_fixtures import plan_hippocampus
+
+    return plan_hippocampus(law_shared_folders, tmp_path_factory.mktemp("law_planning_results"))

@@ -1,4 +1,4 @@
-"""Small real, planned nnU-Net datasets for the LAW tests (module-scoped: prepared once per test module).
+"""Small real, planned nnU-Net datasets for the LAW tests (planned once per test session, results per module).
 
 Use in a test module::
 
@@ -10,9 +10,11 @@ Use in a test module::
         law_kvasir.raw             # $nnUNet_raw/Dataset901_KvasirSEG
         law_kvasir.preprocessed    # $nnUNet_preprocessed/Dataset901_KvasirSEG (plans, fingerprint, splits)
 
-* ``law_folders``: fresh nnUNet_raw / nnUNet_preprocessed / nnUNet_results for the module, exported in this
-  process (``os.environ``) for the module's lifetime, so in-process calls see them too. Do not combine with the
-  function-scoped ``nnunet_dirs`` fixture of conftest.py in the same test (it re-points the variables).
+* ``law_folders``: nnUNet_raw / nnUNet_preprocessed shared by the session's LAW modules and a fresh nnUNet_results
+  of the module, exported in this process (``os.environ``) for the module's lifetime, so in-process calls see them
+  too. A module writes new datasets only under ids of its own (910-919 synthesis, 930-934 inpainting, ...). Do not
+  combine with the function-scoped ``nnunet_dirs`` fixture of conftest.py in the same test (it re-points the
+  variables).
 * ``law_kvasir``: 16 real Kvasir-SEG pairs, converted with ``nnunet-laworder convert kvasir-seg --max-size 96``
   (RGB png, 0/1 labels, longer side 96) and planned with ``nnUNetv2_plan_and_preprocess -c 2d -np 1``.
   No test split: all 16 are training cases. (About a minute on a 2-core CPU.)
@@ -22,6 +24,8 @@ Use in a test module::
   ``-c 3d_fullres -np 1``.
 
 Results of trainings written by one test stay in ``law_folders["nnUNet_results"]`` for the others of the module.
+Plans added to the shared datasets (``nnunet-laworder plans``, idempotent) and nnU-Net's splits_final.json (seeded)
+are the same whichever module writes them first.
 """
 import json
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_helpers import copy_kvasir_subset, module_nnunet_folders, nnunet_env, run, write_msd_subset
+from nnunet_helpers import copy_kvasir_subset, nnunet_env, run, write_msd_subset
 
 KVASIR_ID, HIPPO_ID = 901, 902
 KVASIR_CASES, HIPPO_CASES = 16, 10
@@ -82,8 +86,15 @@ def dataset_folder(planned, dataset_id: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def law_folders(tmp_path_factory):
-    yield from module_nnunet_folders(tmp_path_factory, "law_nnunet")
+def law_folders(law_shared_folders, tmp_path_factory):
+    # the module's own nnUNet_results: trainings and LAW runs of one module never meet another module's
+    results = tmp_path_factory.mktemp("law_results") / "nnUNet_results"
+    results.mkdir()
+    dirs = {**law_shared_folders, "nnUNet_results": results}
+    with pytest.MonkeyPatch.context() as mp:
+        for folder, path in dirs.items():
+            mp.setenv(folder, str(path))
+        yield dirs
 
 
 def _planned(folders: dict, dataset_id: int) -> PlannedDataset:
@@ -92,30 +103,44 @@ def _planned(folders: dict, dataset_id: int) -> PlannedDataset:
                           nnunet_env(folders))
 
 
-@pytest.fixture(scope="module")
-def law_kvasir(law_folders, tmp_path_factory) -> PlannedDataset:
+def _planning_env(shared: dict, results: Path) -> dict:
+    return nnunet_env({**shared, "nnUNet_results": results})
+
+
+def plan_kvasir(shared: dict, official: Path, results: Path) -> Path:
+    """The session's planned Kvasir-SEG subset (see the module docstring) in ``shared``; its raw folder."""
     from conftest import require_data
 
-    src = require_data("kvasir-seg")
-    official = tmp_path_factory.mktemp("law_kvasir_official")
-    copy_kvasir_subset(src, official, KVASIR_CASES)
-    env = nnunet_env(law_folders)
+    copy_kvasir_subset(require_data("kvasir-seg"), official, KVASIR_CASES)
+    env = _planning_env(shared, results)
     run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID),
          "--max-size", str(KVASIR_MAX_SIZE)], env)
     run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "1"], env)
-    return _planned(law_folders, KVASIR_ID)
+    return next(shared["nnUNet_raw"].glob(f"Dataset{KVASIR_ID:03d}_*"))
 
 
-@pytest.fixture(scope="module")
-def law_hippocampus(law_folders) -> PlannedDataset:
+def plan_hippocampus(shared: dict, results: Path) -> Path:
+    """The session's planned MSD Hippocampus subset in ``shared``; its raw folder."""
     from conftest import require_data
 
     src = require_data("msd-hippocampus")
     cases = sorted(p.name[:-len(".nii.gz")] for p in (src / "imagesTr").glob("*.nii.gz"))[:HIPPO_CASES]
-    write_msd_subset(src, law_folders["nnUNet_raw"], HIPPO_ID, "Hippocampus", cases,
-                     {"background": 0, "Anterior": 1, "Posterior": 2}, {"0": "MRI"})
-    env = nnunet_env(law_folders)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "1"], env)
+    raw = write_msd_subset(src, shared["nnUNet_raw"], HIPPO_ID, "Hippocampus", cases,
+                           {"background": 0, "Anterior": 1, "Posterior": 2}, {"0": "MRI"})
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "1"],
+        _planning_env(shared, results))
+    return raw
+
+
+# law_kvasir_planned / law_hippocampus_planned: session fixtures of conftest.py (a fixture imported into several
+# modules would be made once per module)
+@pytest.fixture(scope="module")
+def law_kvasir(law_folders, law_kvasir_planned) -> PlannedDataset:
+    return _planned(law_folders, KVASIR_ID)
+
+
+@pytest.fixture(scope="module")
+def law_hippocampus(law_folders, law_hippocampus_planned) -> PlannedDataset:
     return _planned(law_folders, HIPPO_ID)
 
 

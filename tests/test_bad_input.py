@@ -1,5 +1,6 @@
 """Wrong input to ``nnunet-laworder``: exit status 2 and one line on stderr that names the problem and the way out,
-before any work, never a traceback. Each case runs the command as a user types it, in a child process.
+before any work, never a traceback. Each case runs the command as a user types it, in a child process (forked from
+one that imported torch and nnU-Net once: preloaded_cli.py).
 
 Most cases fail before any dataset is read (argparse, option values, a dataset id that nothing holds); the rest
 share the small planned Kvasir-SEG dataset of ``law_fixtures`` (id 901), beside which one nnU-Net fold folder holds
@@ -8,13 +9,13 @@ repeated: the quality gate's options, a judge never trained and a window larger 
 (test_law_inpainting.py), the complexity patch of the wrong dimension (test_complexity.py), export's missing fold or
 checkpoint of a trained model (test_onnx_export.py).
 """
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from law_fixtures import law_folders, law_kvasir  # noqa: F401  (module-scoped pytest fixtures)
-from nnunet_helpers import executable, files_under, nnunet_env
+from nnunet_helpers import files_under, nnunet_env
+from preloaded_cli import PreloadedCli
 
 UNFINISHED_TRAINER = "nnUNetTrainer_smoke"  # its 2d fold 0 folder exists, its checkpoint does not
 COMPLEXITY = ["complexity", "--arch", "order", "--dim", "2", "--input-channels", "3", "--num-classes", "2"]
@@ -102,13 +103,22 @@ def unfinished_fold(law_kvasir):  # noqa: F811
     return law_kvasir
 
 
-def assert_refused(argv: list, expected: str, folders: dict, places: dict) -> None:
+@pytest.fixture(scope="module")
+def cli(law_folders):  # noqa: F811
+    """The command line in the module's nnU-Net folders (both tests' cases see the same ones)."""
+    preloaded = PreloadedCli(nnunet_env(law_folders))
+    yield preloaded
+    preloaded.close()
+    # the imports a user's command would pay for print nothing on stderr, so each command's stderr is all it printed
+    assert preloaded.import_stderr.read_text().strip() == ""
+
+
+def assert_refused(cli: PreloadedCli, argv: list, expected: str, folders: dict, places: dict) -> None:
     """``nnunet-laworder ARGV`` exits with status 2 and one line naming ``expected``, and writes no file."""
     argv, expected = [a.format(**places) for a in argv], expected.format(**places)
     watched = [*folders.values(), Path(places["tmp"])]
     before = files_under(watched)
-    result = subprocess.run(executable(["nnunet-laworder", *argv]), env=nnunet_env(folders), capture_output=True,
-                            text=True, timeout=600)
+    result = cli.run(argv)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
@@ -117,10 +127,10 @@ def assert_refused(argv: list, expected: str, folders: dict, places: dict) -> No
 
 
 @pytest.mark.parametrize("argv, expected", BEFORE_ANY_DATASET)
-def test_refused_before_any_dataset_is_read(argv, expected, law_folders, places):  # noqa: F811
-    assert_refused(argv, expected, law_folders, places)
+def test_refused_before_any_dataset_is_read(argv, expected, cli, law_folders, places):  # noqa: F811
+    assert_refused(cli, argv, expected, law_folders, places)
 
 
 @pytest.mark.parametrize("argv, expected", ON_A_PLANNED_DATASET)
-def test_refused_on_a_planned_dataset(argv, expected, unfinished_fold, places):
-    assert_refused(argv, expected, unfinished_fold.folders, places)
+def test_refused_on_a_planned_dataset(argv, expected, cli, unfinished_fold, places):
+    assert_refused(cli, argv, expected, unfinished_fold.folders, places)
