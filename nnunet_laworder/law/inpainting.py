@@ -10,7 +10,8 @@ Inpainting only the lesion and its neighbourhood keeps most pixels of a syntheti
 The denoiser's conditioning is ``concat(one-hot mask, known image, hole)``: the window's normalised image with the
 hole zeroed, and the hole as a 0/1 channel. During training the hole is the lesion dilated by a random margin, plus
 (half of the time) a random box, so the model also learns to fill background; in synthesis it is the old and the
-new lesion of the window, dilated, so a lesion that moves away is painted over with generated background.
+new lesion of the window, dilated, so a lesion that moves away is painted over with generated background (``--protocol
+add``: the added lesion, dilated; :mod:`~nnunet_laworder.law.lesion_paste`).
 Everything here is dimension-generic (2D images and slices, 3D windows of small volumes).
 """
 from typing import Callable, Optional, Sequence, Tuple
