@@ -49,6 +49,8 @@ BEFORE_ANY_DATASET = [
                  id="missing source folder"),
     pytest.param(["law", "synthesize", "-d", "950", "-o", "951", "--num", "0"], "--num must be at least 1, got 0",
                  id="--num 0"),
+    pytest.param(["law", "synthesize", "-d", "950", "-o", "951", "--protocol", "add", "--strength", "1.5"],
+                 "--strength must be in [0, 1], got 1.5", id="--strength above 1"),
     pytest.param(["benchmark", "-d", "950", "-c", "2d", "--json", "{file}/benchmark.json"],
                  "--json: {file} is a file, not a folder", id="unwritable --json folder"),
     pytest.param(["demo", "--output", "{file}/demo"], "--output: {file} is a file, not a folder",

@@ -1,7 +1,8 @@
 """The cache of finished synthetic cases: what makes ``law synthesize`` resumable and shardable.
 
 ``$nnUNet_raw/.law-cache-DatasetNEW_<name>-<key>/`` is keyed by the checkpoint hash, seed, sampler, steps, the
-source dataset, the conditioning cases and the transform settings (``key.json`` lists them), and holds one folder
+source dataset, the conditioning cases, the transform settings, the quality gate and the protocol (move or add, and
+its strength; ``key.json`` lists them), and holds one folder
 per case index, ``cases/law_00000/{imagesTr,labelsTr,provenance.json}`` (the case's provenance entry). A case is
 written to a hidden folder of its own process and moved into place only once complete, so a rerun after an
 interruption samples only what is missing (the same command line, or a larger ``--num``) and parts sharing
@@ -20,7 +21,8 @@ from nnunet_laworder.conversion.common import DatasetTarget
 from nnunet_laworder.law.provenance import PROVENANCE_FILE, case_id
 from nnunet_laworder.nnunet_folders import read_json, save_json_atomic
 
-CACHE_FORMAT = 3  # 2: DDIM clips its clean-image estimate to the data's range; 3: inpainting mode, quality gate
+CACHE_FORMAT = 4  # 2: DDIM clips its clean-image estimate to the data's range; 3: inpainting mode, quality gate;
+# 4: the add protocol
 
 
 class CaseCache:
@@ -32,13 +34,14 @@ class CaseCache:
 
     @classmethod
     def for_run(cls, target: DatasetTarget, checkpoint_hash: str, seed: int, sampler: str, steps: int, source: str,
-                conditioning_cases: Sequence[str], transform_config: dict,
-                gate: Optional[dict] = None) -> "CaseCache":
-        """The cache of everything a case depends on besides its index (``gate``: the judge and its settings)."""
+                conditioning_cases: Sequence[str], transform_config: dict, gate: Optional[dict] = None,
+                protocol: Optional[dict] = None) -> "CaseCache":
+        """The cache of everything a case depends on besides its index (``gate``: the judge and its settings;
+        ``protocol``: the protocol's fields of provenance.json)."""
         return cls(target, {"format": CACHE_FORMAT, "checkpoint_hash": checkpoint_hash, "seed": seed,
                             "sampler": sampler, "steps": steps, "source": source,
                             "conditioning_cases": list(conditioning_cases), "transform_config": transform_config,
-                            "gate": gate})
+                            "gate": gate, "protocol": protocol})
 
     def create(self) -> None:
         self.cases.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ loads only when a command runs, so that ``--help`` and a mistyped option answer 
 import argparse
 
 from nnunet_laworder.errors import InputError
-from nnunet_laworder.law.options import (INPAINT, MAX_DRAWS_DEFAULT, MIN_FIDELITY_DEFAULT, MODES, SAMPLER_NAMES,
-                                         WEIGHTINGS)
+from nnunet_laworder.law.options import (ADD, INPAINT, MAX_DRAWS_DEFAULT, MIN_FIDELITY_DEFAULT, MODES, MOVE,
+                                         PROTOCOLS, SAMPLER_NAMES, WEIGHTINGS)
 
 
 def fold_argument(value: str):
@@ -135,6 +135,16 @@ def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddim",
                         help="ddim (default) or dpm (DPM-Solver++ multistep)")
     parser.add_argument("--seed", type=int, default=0, help="seed of sources, transforms and noise (default 0)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=MOVE,
+                        help=f"{MOVE} (default): move a training case's lesion inside the generator's window and "
+                             f"repaint its old and new place; {ADD}: keep the case's image and labels and add one "
+                             f"lesion of another of the generator's training cases, jittered, pasted with a soft edge "
+                             f"where the case has none (on its organ, e.g. a KiTS kidney) and harmonised by the "
+                             f"generator from --strength (inpainting generators)")
+    parser.add_argument("--strength", type=float, default=1.0, metavar="T0",
+                        help=f"--protocol {ADD}: the noise level in [0, 1] the pasted lesion is harmonised from, as a "
+                             f"fraction of the sampler's steps (SDEdit): 0 plain copy-paste (no generator call), 1 "
+                             f"the lesion generated from noise (default 1)")
     parser.add_argument("--num-parts", type=int, default=1,
                         help="shard the sampling into this many parts (run one process per part)")
     parser.add_argument("--part-id", type=int, default=0, help="which part this process samples (0..parts-1)")
@@ -170,7 +180,8 @@ def synthesize_entrypoint(args) -> int:
                       checkpoint=args.checkpoint, num=args.num, steps=args.steps, sampler=args.sampler,
                       seed=args.seed, num_parts=args.num_parts, part_id=args.part_id, device=args.device,
                       overwrite=args.overwrite, progress=args.progress, judge=judge,
-                      min_fidelity=args.min_fidelity, max_draws=args.max_draws)
+                      min_fidelity=args.min_fidelity, max_draws=args.max_draws, protocol=args.protocol,
+                      strength=args.strength)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ planning: the synthetic dataset is never re-planned.
 **The split (honest evaluation).** The real cases keep exactly the folds of the real-only dataset
 (:func:`~nnunet_laworder.law.splits.real_splits`), so "real only" and "real + synthetic" compare case for case.
 Synthetic cases are only ever training cases, and a synthetic case whose *source mask* is one of fold k's validation
-cases is left out of fold k's training side: its layout is a transform of that validation case's mask. A generator
+cases is left out of fold k's training side: its layout is a transform of that validation case's mask (the same for
+the host and the donor of an added lesion). A generator
 trained on every training case (``law train`` without ``-f``) has still *seen fold k's validation images*; the leak
 rule removes the layouts, not what the weights learned. For a strictly clean fold F, train the generator with
 ``law train -f F`` (it sees only fold F's training cases), synthesize from that checkpoint (``-f F``) and evaluate
@@ -45,7 +46,7 @@ from nnunet_laworder.conversion.common import DatasetTarget, write_dataset_json
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law.case_cache import CaseCache
 from nnunet_laworder.law.plans_transfer import transfer_plans
-from nnunet_laworder.law.provenance import CASE_PREFIX, PROVENANCE_FILE, is_synthetic, write_provenance
+from nnunet_laworder.law.provenance import CASE_PREFIX, PROVENANCE_FILE, is_synthetic, real_cases, write_provenance
 from nnunet_laworder.law.splits import SPLITS_FILE, Splits, synthetic_splits
 from nnunet_laworder.nnunet_folders import read_json, save_json_atomic
 
@@ -104,7 +105,7 @@ def assemble(target: DatasetTarget, cache: CaseCache, num: int, source: Path, da
         preprocessed = _preprocessed_folder(target)
         _remove_stale_staging(target, preprocessed)  # of interrupted assemblies (we hold the lock)
         entries = cache.entries(num)
-        splits = synthetic_splits(real_splits, {case: entry["source_case"] for case, entry in entries.items()})
+        splits = synthetic_splits(real_splits, {case: real_cases(entry) for case, entry in entries.items()})
         transferred = None
         # the raw dataset appears last: plans and splits first (the outer block puts the previous preprocessed
         # folder back when publishing the raw dataset fails or is interrupted)

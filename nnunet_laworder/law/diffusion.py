@@ -1,5 +1,6 @@
 """Noise schedules and samplers for the LAW generator, from diffusers: a 1000-step DDPM training schedule and
-DDIM (default 50 steps) or DPM-Solver++ sampling. The denoiser itself knows nothing of them."""
+DDIM (default 50 steps) or DPM-Solver++ sampling, from noise or (SDEdit) from a partly noised image. The denoiser
+itself knows nothing of them."""
 from typing import Optional
 
 import torch
@@ -36,14 +37,31 @@ def noisy_batch(scheduler: DDPMScheduler, images: torch.Tensor, generator: Optio
     return scheduler.add_noise(images, noise, timesteps), noise, timesteps
 
 
+def denoising_steps(steps: int, strength: float) -> int:
+    """How many of ``steps`` sampling steps an SDEdit start at ``strength`` runs (diffusers' img2img pipelines:
+    ``int(steps * strength)``)."""
+    return min(int(steps * strength), steps)
+
+
 @torch.no_grad()
 def sample(model, masks: torch.Tensor, scheduler, steps: int = 50, generator: Optional[torch.Generator] = None,
-           progress: bool = False) -> torch.Tensor:
-    """Images for one-hot ``masks`` (B, M, *spatial), in the model's normalised intensity space."""
+           progress: bool = False, start: Optional[torch.Tensor] = None, strength: float = 1.0) -> torch.Tensor:
+    """Images for one-hot ``masks`` (B, M, *spatial), in the model's normalised intensity space: from pure noise, or
+    (``strength`` < 1, SDEdit) from ``start`` (B, C, *spatial) noised to the timestep ``strength`` of the way up the
+    sampler's schedule and denoised from there, as diffusers' img2img pipelines do (``get_timesteps``)."""
     shape = (masks.shape[0], model.image_channels, *masks.shape[2:])
-    x = torch.randn(shape, generator=generator, device=masks.device) * scheduler.init_noise_sigma
+    noise = torch.randn(shape, generator=generator, device=masks.device)
     scheduler.set_timesteps(steps, device=masks.device)
-    for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
+    timesteps = scheduler.timesteps
+    if strength < 1:
+        first = (steps - denoising_steps(steps, strength)) * scheduler.order
+        timesteps = timesteps[first:]
+        if hasattr(scheduler, "set_begin_index"):  # multistep solvers find their place in the schedule by it
+            scheduler.set_begin_index(first)
+        x = scheduler.add_noise(start.to(masks.device), noise, timesteps[:1].expand(shape[0]))
+    else:
+        x = noise * scheduler.init_noise_sigma
+    for t in tqdm(timesteps, desc="sampling", disable=not progress, leave=False):
         eps, _ = model(scheduler.scale_model_input(x, t), masks, t.expand(shape[0]))
         x = scheduler.step(eps, t, x).prev_sample
     return x

@@ -10,7 +10,8 @@ Inpainting only the lesion and its neighbourhood keeps most pixels of a syntheti
 The denoiser's conditioning is ``concat(one-hot mask, known image, hole)``: the window's normalised image with the
 hole zeroed, and the hole as a 0/1 channel. During training the hole is the lesion dilated by a random margin, plus
 (half of the time) a random box, so the model also learns to fill background; in synthesis it is the old and the
-new lesion of the window, dilated, so a lesion that moves away is painted over with generated background.
+new lesion of the window, dilated, so a lesion that moves away is painted over with generated background (``--protocol
+add``: the added lesion, dilated; :mod:`~nnunet_laworder.law.lesion_paste`).
 Everything here is dimension-generic (2D images and slices, 3D windows of small volumes).
 """
 from typing import Callable, Optional, Sequence, Tuple
@@ -89,11 +90,10 @@ def training_holes(foreground: torch.Tensor, window: Sequence[int], generator: t
     return holes
 
 
-def synthesis_hole(old: np.ndarray, new: np.ndarray, margin: int) -> np.ndarray:
-    """The region a synthetic window repaints: the source's lesion and the new lesion, dilated by ``margin``
-    (boolean, the window's shape)."""
-    union = torch.from_numpy(((old > 0) | (new > 0)).astype(np.float32))[None, None]
-    return dilate(union, margin)[0, 0].numpy() > 0
+def synthesis_hole(lesions: np.ndarray, margin: int) -> np.ndarray:
+    """The region a synthetic window repaints: ``lesions`` (boolean; moving: the source's and the new lesion, adding:
+    the added one) dilated by ``margin`` (boolean, the same shape)."""
+    return dilate(torch.from_numpy(lesions.astype(np.float32))[None, None], margin)[0, 0].numpy() > 0
 
 
 def compose(image: np.ndarray, label: np.ndarray, window: Tuple[slice, ...], hole: np.ndarray,
@@ -119,7 +119,7 @@ def inpaint_case(image: np.ndarray, segmentation: np.ndarray, window_size: Seque
     window = window_around(segmentation, window_size, rng, context_jitter(window_size))
     old = segmentation[window]
     new, params = random_transform(old, rng, transform_config)
-    hole = synthesis_hole(old, new, default_margin(window_size))
+    hole = synthesis_hole((old > 0) | (new > 0), default_margin(window_size))
     known = normaliser.forward(image[(slice(None), *window)])
     onehot = torch.from_numpy(np.stack([new == v for v in labels]).astype(np.float32))
     condition = conditioning(onehot[None], torch.from_numpy(known)[None],

@@ -70,12 +70,12 @@ def validation_cases(preprocessed_folder: Path, fold: Union[int, str]) -> List[s
     return [str(c) for c in splits[int(fold)]["val"]] if int(fold) < len(splits) else []
 
 
-def synthetic_splits(splits: Splits, sources: Dict[str, str]) -> Splits:
-    """Real folds unchanged; every synthetic case (``{case: source case}``) joins the training side of each fold
-    whose validation cases do not hold its source; no synthetic case is ever a validation case."""
+def synthetic_splits(splits: Splits, sources: Dict[str, Sequence[str]]) -> Splits:
+    """Real folds unchanged; every synthetic case (``{case: the real cases it was made from}``) joins the training
+    side of each fold whose validation cases hold none of them; no synthetic case is ever a validation case."""
     out = []
     for fold in splits:
         val = set(fold["val"])
-        out.append({"train": list(fold["train"]) + [c for c in sorted(sources) if sources[c] not in val],
+        out.append({"train": list(fold["train"]) + [c for c in sorted(sources) if not val & set(sources[c])],
                     "val": list(fold["val"])})
     return out

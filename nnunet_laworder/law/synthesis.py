@@ -3,6 +3,7 @@ split nnU-Net will use and the real dataset's plans. Usage::
 
     nnunet-laworder law synthesize -d 901 -o 911 -f 0 --judge 2d_order -tr nnUNetTrainerORDER   # Dataset911_<name>LAW
     nnunet-laworder law synthesize -d 901 -o 911 -f 0 --num 500 --sampler dpm --steps 25 -device cuda
+    nnunet-laworder law synthesize -d 901 -o 911 -f 0 --protocol add --strength 0.3   # added lesions, harmonised
     nnUNetv2_preprocess -d 911 -plans_name nnUNetPlans -c 2d         # the source's plans: no re-planning
     nnUNetv2_train 911 2d_order 0 -tr nnUNetTrainerORDER
 
@@ -14,18 +15,23 @@ scaling, elastic deformation; nearest neighbour; draws that lose a structure are
 ``i`` is a function of ``(--seed, i, draw)``, the checkpoint, the sampler and the steps; ``provenance.json`` records
 it.
 
-**Inpainting generators** (``law train --mode inpaint``, the default; :mod:`~nnunet_laworder.law.inpainting`): a
-window of the generator's size around the source's lesion, at the source's resolution, gets the transformed mask;
-the old and new lesion (dilated) are repainted given the real surroundings, and the window goes back into the
-source image: every pixel outside the hole is the source's, the label is the source's outside the window and the
-transformed mask inside. **Whole-image generators** (``--mode whole``, the paper's): the transformed mask is brought
-to the generator's size as training did (2D: resized; small 3D: padded / cropped to the box) and the whole image is
-sampled; 2D cases are resized back to the source's size (the label is the transformed mask itself), small 3D
-volumes stay the generator's box. Images go back to the dataset's intensities (``normaliser.inverse``).
-**Slice-wise 3D generators** (``law train --layout slices``, e.g. KiTS CT): a source is one foreground slice of a
-training volume along ``layout.slice_axis``; the synthetic case is a volume of *one slice* at the source's in-plane
-size. nnU-Net's 3D configurations cannot learn from one-slice volumes; train the new dataset's ``2d``
-configuration. File formats and pixel types: :mod:`~nnunet_laworder.law.case_writer`.
+**Inpainting generators** (``law train --mode inpaint``, the default; :mod:`~nnunet_laworder.law.inpainting`),
+``--protocol move`` (the default): a window of the generator's size around the source's lesion, at the source's
+resolution, gets the transformed mask; the old and new lesion (dilated) are repainted given the real surroundings,
+and the window goes back into the source image: every pixel outside the hole is the source's, the label is the
+source's outside the window and the transformed mask inside. ``--protocol add``
+(:mod:`~nnunet_laworder.law.lesion_paste`): the source, the *host*, keeps its image and labels and gains one lesion
+of a *donor*, another of the generator's training cases drawn with the case's seed, jittered by a transform as above
+and pasted with a soft edge where the host has no lesion (on its organ, for label sets with one); the generator then
+harmonises it from noise level ``--strength`` t0 (0: plain copy-paste, no generator call; 1: the lesion generated
+from noise in the pasted one's place). **Whole-image generators** (``--mode whole``, the paper's; move only): the
+transformed mask is brought to the generator's size as training did (2D: resized; small 3D: padded / cropped to the
+box) and the whole image is sampled; 2D cases are resized back to the source's size (the label is the transformed
+mask itself), small 3D volumes stay the generator's box. Images go back to the dataset's intensities
+(``normaliser.inverse``). **Slice-wise 3D generators** (``law train --layout slices``, e.g. KiTS CT): a source is
+one foreground slice of a training volume along ``layout.slice_axis``; the synthetic case is a volume of *one slice*
+at the source's in-plane size. nnU-Net's 3D configurations cannot learn from one-slice volumes; train the new
+dataset's ``2d`` configuration. File formats and pixel types: :mod:`~nnunet_laworder.law.case_writer`.
 
 **Quality gate** (``--judge CONFIGURATION -tr TRAINER``, :mod:`~nnunet_laworder.law.quality_gate`): a model trained
 on the real dataset (fold ``-f``) segments each case as written; the case is kept when the Dice with its label
@@ -61,11 +67,12 @@ from nnunet_laworder.law.case_cache import CaseCache
 from nnunet_laworder.law.case_writer import CaseWriter
 from nnunet_laworder.law.data import fit_to_layout, resize_image, training_files
 from nnunet_laworder.law.dataset_assembly import assemble
-from nnunet_laworder.law.diffusion import SAMPLERS, sample, sampling_scheduler, training_scheduler
+from nnunet_laworder.law.diffusion import SAMPLERS, denoising_steps, sample, sampling_scheduler, training_scheduler
 from nnunet_laworder.law.generator import LAWGenerator, checkpoint_hash, foreground_labels, load_checkpoint, one_hot
 from nnunet_laworder.law.inpainting import inpaint_case
 from nnunet_laworder.law.layout_fidelity import TrainedModel
-from nnunet_laworder.law.options import INPAINT, MAX_DRAWS_DEFAULT, MIN_FIDELITY_DEFAULT
+from nnunet_laworder.law.lesion_paste import AddedLesions, lesion_and_organ_labels
+from nnunet_laworder.law.options import ADD, INPAINT, MAX_DRAWS_DEFAULT, MIN_FIDELITY_DEFAULT, MOVE, PROTOCOLS
 from nnunet_laworder.law.provenance import CASE_PREFIX, MAX_CASES, SPLIT_RULE, case_entry, case_id, is_synthetic
 from nnunet_laworder.law.quality_gate import Judge, check_min_fidelity, gate_summary, passes
 from nnunet_laworder.law.splits import Splits, real_splits
@@ -82,12 +89,14 @@ def synthesize(dataset: Union[str, int], output_id: int, name: Optional[str] = N
                steps: int = 50, sampler: str = "ddim", seed: int = 0, num_parts: int = 1, part_id: int = 0,
                device: Optional[str] = None, overwrite: bool = False, progress: bool = True,
                judge: Optional[TrainedModel] = None, min_fidelity: float = MIN_FIDELITY_DEFAULT,
-               max_draws: int = MAX_DRAWS_DEFAULT) -> int:
+               max_draws: int = MAX_DRAWS_DEFAULT, protocol: str = MOVE, strength: float = 1.0) -> int:
     """Sample this part's synthetic cases of ``dataset`` into the cache and, once every part's are there, write
     dataset ``output_id``. ``judge``: the quality gate's model (its dataset defaults to ``dataset``); a case is
     kept when its layout fidelity reaches ``min_fidelity``, drawing up to ``max_draws`` samples per case.
+    ``protocol``: move a case's lesion, or add another case's (harmonised from noise level ``strength``).
     Everything is checked before any work (:class:`InputError`). Returns 0."""
     _check_values(num, steps, sampler, weighting, num_parts, part_id)
+    _check_protocol(protocol, strength, steps)
     check_min_fidelity(min_fidelity)
     if max_draws < 1:
         raise InputError(f"--max-draws must be at least 1, got {max_draws}")
@@ -103,16 +112,19 @@ def synthesize(dataset: Union[str, int], output_id: int, name: Optional[str] = N
     device = resolve_device(device)
     layout = generator.layout
     transform_config = TransformConfig.for_dim(2 if layout.slice_axis is not None else layout.dim)
+    adding = None
+    if protocol == ADD:
+        adding = _added_lesions(source, path, generator, conditioning, transform_config, strength)
     digest = checkpoint_hash(path)
     gate = None if judge is None else {"judge": asdict(judge), "min_fidelity": min_fidelity, "max_draws": max_draws}
     cache = CaseCache.for_run(target, digest, seed, sampler, steps, source.name, conditioning,
-                              transform_config.to_dict(), gate)
+                              transform_config.to_dict(), gate, protocol_fields(adding))
     synthesis = Synthesis(
         source=source, target=target, files=files, checkpoint=path, checkpoint_hash=digest, generator=generator,
         configuration=configuration, generator_fold=data.get("fold"), conditioning=conditioning, writer=writer,
         splits=splits, splits_source=splits_source, num=num or len(conditioning), device=device,
         transform_config=transform_config, sampler=sampler, steps=steps, seed=seed, cache=cache, judge_model=judge,
-        min_fidelity=min_fidelity, max_draws=max_draws)
+        min_fidelity=min_fidelity, max_draws=max_draws, adding=adding)
     cache.create()
     synthesis.sample_part(num_parts, part_id, progress)
     missing = synthesis.cache.missing(synthesis.num)
@@ -181,6 +193,7 @@ class Synthesis:
     min_fidelity: float = MIN_FIDELITY_DEFAULT
     max_draws: int = MAX_DRAWS_DEFAULT
     judge: Optional[Judge] = None  # loaded once there is something to sample
+    adding: Optional[AddedLesions] = None  # --protocol add (None: move)
 
     @property
     def weighting(self) -> str:
@@ -195,7 +208,7 @@ class Synthesis:
                 "conditioning_cases": self.conditioning, "sampler": self.sampler, "steps": self.steps,
                 "seed": self.seed, "layout": asdict(self.generator.layout),
                 "transform_config": self.transform_config.to_dict(), "real_splits": self.splits_source,
-                "split_rule": SPLIT_RULE, "gate": self.gate()}
+                "split_rule": SPLIT_RULE, "gate": self.gate(), **protocol_fields(self.adding)}
 
     def gate(self) -> Optional[dict]:
         """The quality gate's settings and outcome over every case in the cache (None without a judge)."""
@@ -224,7 +237,7 @@ class Synthesis:
         print(f"law synthesize: {self.num} synthetic cases from {len(self.conditioning)} training masks of "
               f"{self.source.name} ({self.weighting} generator {self.checkpoint}, fold {self.generator_fold}); "
               f"part {part_id}/{num_parts}: {len(mine)} cases, {len(mine) - len(todo)} already cached, "
-              f"{len(todo)} to sample ({self.sampler}, {self.steps} steps, {self.device})")
+              f"{len(todo)} to sample ({self.sampler}, {self.steps} steps, {self.device}; {self.protocol_text()})")
         if not todo:
             return
         self.generator.to(self.device)
@@ -236,6 +249,14 @@ class Synthesis:
                                 self.generator.normaliser.normalised_bound())
         for i in tqdm(todo, desc="synthesizing", unit="case", disable=not progress):
             self.sample_case(i, new_scheduler)
+
+    def protocol_text(self) -> str:
+        if self.adding is None:
+            return "moving each case's lesion"
+        strength = self.adding.strength
+        how = "copy-paste" if strength == 0 else "generated from noise" if strength == 1 else \
+            f"harmonised from --strength {strength}: {denoising_steps(self.steps, strength)} denoising steps"
+        return f"adding a lesion of another case to each, {how}"
 
     def sample_case(self, index: int, new_scheduler: Callable) -> None:
         """Case ``index`` into the cache: its first draw, or with a judge the first of up to ``max_draws`` draws
@@ -271,31 +292,26 @@ class Synthesis:
         seg = seg[0]  # (1, H, W) for 2D images, (D, H, W) for volumes
         source_slice = None
         if layout.slice_axis is not None:
-            axis = layout.slice_axis
-            per_slice = np.moveaxis(seg, axis, 0).reshape(seg.shape[axis], -1).max(1)
-            candidates = np.flatnonzero(per_slice > 0)
-            if len(candidates) == 0:
-                candidates = np.arange(seg.shape[axis])
-            source_slice = int(candidates[rng.integers(0, len(candidates))])
-            native = np.take(seg, source_slice, axis=axis)
-        elif layout.dim == 2:
-            native = seg[0]
-        else:
-            native = seg
-        native = native.astype(np.int16)
+            source_slice = _random_slice(seg > 0, layout.slice_axis, rng, fallback=True)
+        native = self.plane(seg, source_slice).astype(np.int16)
         generator = torch.Generator(device=self.device).manual_seed(noise_seed)
+        strength = 1.0 if self.adding is None else self.adding.strength
 
-        def generate(condition: torch.Tensor) -> torch.Tensor:
-            return sample(self.generator.denoiser, condition.to(self.device), scheduler, self.steps, generator)
+        def generate(condition: torch.Tensor, start: Optional[torch.Tensor] = None) -> torch.Tensor:
+            return sample(self.generator.denoiser, condition.to(self.device), scheduler, self.steps, generator,
+                          start=start, strength=strength)
 
+        donor = {}
         if layout.mode == INPAINT:
-            image = self.writer.io.read_images(files["images"])[0]
-            if layout.slice_axis is not None:
-                image = np.take(image, source_slice, axis=1 + layout.slice_axis)
-            elif layout.dim == 2:
-                image = image[:, 0]
-            image, label, params = inpaint_case(image, native, layout.image_size, layout.labels,
-                                                self.generator.normaliser, rng, self.transform_config, generate)
+            image = self.plane(self.writer.io.read_images(files["images"])[0], source_slice, channels=True)
+            if self.adding is None:
+                image, label, params = inpaint_case(image, native, layout.image_size, layout.labels,
+                                                    self.generator.normaliser, rng, self.transform_config, generate)
+            else:
+                donor_case, donor_slice, donor_image, donor_seg = self.donor(source, rng)
+                image, label, params = self.adding.add(image, native, donor_image, donor_seg,
+                                                       self.generator.normaliser, rng, generate)
+                donor = {"donor_case": donor_case, "donor_slice": donor_slice}
         else:
             image, label, params = self.whole_image(native, rng, generate)
         if layout.slice_axis is not None:  # a volume of one slice
@@ -310,7 +326,36 @@ class Synthesis:
             index, source, source_slice, params, noise_seed, run_seed=self.seed, sampler=self.sampler,
             steps=self.steps, checkpoint=str(self.checkpoint), checkpoint_hash=self.checkpoint_hash,
             weighting=self.weighting, generator_fold=self.generator_fold, device=self.device.type,
-            generated_size=list(layout.image_size), written_shape=list(label.shape), mode=layout.mode, draw=draw)
+            generated_size=list(layout.image_size), written_shape=list(label.shape), mode=layout.mode, draw=draw,
+            protocol=ADD if self.adding else MOVE, strength=strength, **donor)
+
+    def plane(self, array: np.ndarray, index: Optional[int], channels: bool = False) -> np.ndarray:
+        """What the generator models of a case's label ``(*spatial)`` or, with ``channels``, image ``(C,
+        *spatial)``: slice ``index`` of a volume (slice-wise generators), the 2D image, or the volume."""
+        layout = self.generator.layout
+        if layout.slice_axis is not None:
+            return np.take(array, index, axis=int(channels) + layout.slice_axis)
+        if layout.dim == 2:
+            return array[:, 0] if channels else array[0]
+        return array
+
+    def donor(self, host: str, rng: np.random.Generator):
+        """(case, slice, image, label) of the lesion to add to ``host``: the first of the other conditioning cases,
+        in a random order, with a lesion (slice-wise: a random slice of it with one)."""
+        others = [case for case in self.conditioning if case != host]
+        for k in rng.permutation(len(others)):
+            files = self.files[others[k]]
+            seg = self.writer.read_seg(files["label"])[0][0].astype(np.int16)
+            lesion = np.isin(seg, self.adding.lesion_labels)
+            if not lesion.any():
+                continue
+            index = None
+            if self.generator.layout.slice_axis is not None:
+                index = _random_slice(lesion, self.generator.layout.slice_axis, rng)
+            image = self.writer.io.read_images(files["images"])[0]
+            return others[k], index, self.plane(image, index, channels=True), self.plane(seg, index)
+        raise InputError(f"--protocol add: no conditioning case but {host} has a lesion (labels "
+                         f"{self.adding.lesion_labels}) to add")
 
     def whole_image(self, native: np.ndarray, rng: np.random.Generator, generate: Callable):
         """The paper's whole-image generation: (image, label, transform) for a transformed source mask. 2D images
@@ -336,6 +381,22 @@ class Synthesis:
         return self.judge.fidelity(image, label[0], properties["spacing"])
 
 
+def _random_slice(foreground: np.ndarray, axis: int, rng: np.random.Generator, fallback: bool = False) -> int:
+    """A random slice along ``axis`` with foreground (any slice when there is none and ``fallback``)."""
+    candidates = np.flatnonzero(np.moveaxis(foreground, axis, 0).reshape(foreground.shape[axis], -1).any(1))
+    if len(candidates) == 0 and fallback:
+        candidates = np.arange(foreground.shape[axis])
+    return int(candidates[rng.integers(0, len(candidates))])
+
+
+def protocol_fields(adding: Optional[AddedLesions]) -> dict:
+    """The protocol's fields of provenance.json and of the cache's key."""
+    if adding is None:
+        return {"protocol": MOVE, "strength": 1.0, "lesion_labels": None, "organ_labels": None}
+    return {"protocol": ADD, "strength": adding.strength, "lesion_labels": adding.lesion_labels,
+            "organ_labels": adding.organ_labels}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the checks, in the order a user meets them
 
@@ -356,6 +417,19 @@ def _check_values(num: Optional[int], steps: int, sampler: str, weighting: Optio
         raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if weighting is not None and weighting not in WEIGHTINGS:
         raise InputError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+
+
+def _check_protocol(protocol: str, strength: float, steps: int) -> None:
+    if protocol not in PROTOCOLS:
+        raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if not 0 <= strength <= 1:
+        raise InputError(f"--strength must be in [0, 1], got {strength}")
+    if protocol == MOVE and strength != 1:
+        raise InputError(f"--strength {strength} needs --protocol add (move generates the moved lesion from noise, "
+                         f"strength 1)")
+    if 0 < strength < 1 and denoising_steps(steps, strength) == 0:
+        raise InputError(f"--strength {strength} at --steps {steps} leaves no denoising step; give 0 for plain "
+                         f"copy-paste or at least 1/{steps}")
 
 
 def _datasets(dataset: Union[str, int], output_id: int, name: Optional[str], plans: str, overwrite: bool):
@@ -449,3 +523,17 @@ def _check_data(source: SourceDataset, checkpoint: Path, generator: LAWGenerator
                              f"cases of fold {fold} in {splits_source} ({', '.join(seen[:3])}); was "
                              f"splits_final.json changed after 'law train'?")
     return files, conditioning, writer, splits, splits_source
+
+
+def _added_lesions(source: SourceDataset, checkpoint: Path, generator: LAWGenerator, conditioning: List[str],
+                   transform_config: TransformConfig, strength: float) -> AddedLesions:
+    """``--protocol add``'s settings, for a generator that can harmonise (an inpainting one) and cases to draw from."""
+    if generator.layout.mode != INPAINT:
+        raise InputError(f"--protocol add needs an inpainting generator (law train --mode inpaint); {checkpoint} "
+                         f"generates whole images")
+    if len(conditioning) < 2:
+        raise InputError(f"--protocol add takes lesions from other training cases; {checkpoint} was trained on "
+                         f"{len(conditioning)} case")
+    lesions, organs = lesion_and_organ_labels(source.dataset_json["labels"])
+    return AddedLesions(list(generator.layout.image_size), list(generator.layout.labels), lesions, organs,
+                        transform_config, float(strength))

@@ -73,8 +73,10 @@ def elastic_field(shape: Sequence[int], magnitude: float, sigma: float, seed: in
     return field * (magnitude * side / peak) if peak > 0 else field
 
 
-def apply_transform(mask: np.ndarray, params: dict) -> np.ndarray:
-    """The label map ``mask`` (2D or 3D integer array) under ``params``; same shape and dtype, nearest neighbour."""
+def apply_transform(mask: np.ndarray, params: dict, order: int = 0) -> np.ndarray:
+    """The label map ``mask`` (2D or 3D integer array) under ``params``; same shape and dtype, nearest neighbour.
+    ``order`` 1: one channel of an image under the same transform (linear, the edge extended outwards), as the added
+    lesions of :mod:`~nnunet_laworder.law.lesion_paste` move their pixels with their masks."""
     from scipy.ndimage import map_coordinates
 
     dim = mask.ndim
@@ -102,7 +104,8 @@ def apply_transform(mask: np.ndarray, params: dict) -> np.ndarray:
     coords = inverse @ grid + centre[:, None]
     if elastic:
         coords += elastic_field(out.shape, elastic["magnitude"], elastic["sigma"], elastic["seed"]).reshape(dim, -1)
-    sampled = map_coordinates(out, coords, order=0, mode="constant", cval=0, prefilter=False)
+    sampled = map_coordinates(out, coords, order=order, mode="constant" if order == 0 else "nearest", cval=0,
+                              prefilter=False)
     return sampled.reshape(out.shape).astype(mask.dtype, copy=False)
 
 
