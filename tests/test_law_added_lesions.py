@@ -40,14 +40,14 @@ def copy_pasted(law_kvasir, fold0_checkpoint) -> Path:
     """Strength 0, with sampling replaced by a failure: the generator must never be called."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("nnunet_laworder.law.synthesis.sample", _never_called)
-        assert synthesize("-d", 901, "-o", 940, "--checkpoint", fold0_checkpoint, *ADD, "--strength", 0) == 0
-    return dataset_folder(law_kvasir, 940)
+        assert synthesize("-d", 901, "-o", 920, "--checkpoint", fold0_checkpoint, *ADD, "--strength", 0) == 0
+    return dataset_folder(law_kvasir, 920)
 
 
 @pytest.fixture(scope="module")
 def harmonised(law_kvasir, fold0_checkpoint) -> Path:
-    assert synthesize("-d", 901, "-o", 941, "--checkpoint", fold0_checkpoint, *ADD, "--strength", 0.5) == 0
-    return dataset_folder(law_kvasir, 941)
+    assert synthesize("-d", 901, "-o", 921, "--checkpoint", fold0_checkpoint, *ADD, "--strength", 0.5) == 0
+    return dataset_folder(law_kvasir, 921)
 
 
 def _never_called(*args, **kwargs):
@@ -149,12 +149,12 @@ def test_donors_hosts_provenance_and_split(law_kvasir, fold0_checkpoint, harmoni
 
 
 def test_sharded_add_equals_one_run(law_kvasir, fold0_checkpoint, harmonised, capsys):
-    common = ["-d", 901, "-o", 942, "--checkpoint", fold0_checkpoint, *ADD, "--strength", 0.5]
+    common = ["-d", 901, "-o", 922, "--checkpoint", fold0_checkpoint, *ADD, "--strength", 0.5]
     assert synthesize(*common, "--num-parts", 2, "--part-id", 1) == 0
     assert "adding a lesion of another case to each, harmonised from --strength 0.5: 2 denoising steps" in \
         capsys.readouterr().out
     assert synthesize(*common, "--num-parts", 2, "--part-id", 0) == 0
-    sharded = dataset_folder(law_kvasir, 942)
+    sharded = dataset_folder(law_kvasir, 922)
     files = sorted(p.relative_to(harmonised) for p in harmonised.rglob("law_*") if p.is_file())
     assert len(files) == 12
     assert all((sharded / f).read_bytes() == (harmonised / f).read_bytes() for f in files)
@@ -175,10 +175,10 @@ def test_bad_protocol_input_is_one_line_before_any_work(law_kvasir, fold0_checkp
     if "--whole" in argv:
         argv = [a for a in argv if a != "--whole"]
         checkpoint = make_checkpoint(law_kvasir, tmp_path / "whole.pth", "2d", (32, 32), fold=0)
-    assert synthesize("-d", 901, "-o", 943, "--checkpoint", checkpoint, "--num", 2, *argv) == 2
+    assert synthesize("-d", 901, "-o", 923, "--checkpoint", checkpoint, "--num", 2, *argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
-    assert not list(law_kvasir.folders["nnUNet_raw"].glob("*943*"))  # no dataset, no cache
+    assert not list(law_kvasir.folders["nnUNet_raw"].glob("*923*"))  # no dataset, no cache
 
 
 # ---------------------------------------------------------------------------------------------------------------
