@@ -45,7 +45,7 @@ BLUR_SIGMA = (0.5, 1.0)  # voxels: nnU-Net's own blur range
 EDGE_SIGMA = 1.0  # voxels: the Gaussian that softens a pasted lesion's edge on the image
 MARGIN = 4  # voxels of a lesion's surroundings kept around it: as far as its soft edge reaches (4 EDGE_SIGMA)
 MIN_LESION_VOXELS = 10  # smaller specks (annotation noise, a lesion's last slice) are not worth pasting
-DONOR_ATTEMPTS = 3  # lesions drawn for one paste when a drawn one fits nowhere in the patch
+DONOR_ATTEMPTS = 4  # lesions drawn for one paste, each smaller than the last, while none fits the patch
 PLACEMENT_DRAWS = 8  # random places tried before the map of every free place is computed (costly in 3D)
 
 
@@ -54,6 +54,10 @@ class Lesion:
     case: str
     image: np.ndarray  # (channels, *size) float32: the lesion's bounding box and MARGIN voxels around it
     mask: np.ndarray  # (*size) bool: the lesion's voxels
+
+    @property
+    def size(self) -> int:
+        return self.mask.size  # of its box: what must fit into the patch
 
 
 @dataclass(frozen=True)
@@ -144,14 +148,19 @@ class CopyPasteTransform(BasicTransform):
         assert self.bank is not None, "no lesions to paste: nnU-Net made the data loader before splitting the cases"
         host = data_dict["segmentation"][0].numpy()
         donors = [lesion for lesion in self.bank.lesions if lesion.case != self.host]
-        for _ in range(DONOR_ATTEMPTS if donors else 0):
-            image, mask = self.jitter(donors[np.random.randint(len(donors))])
+        for _ in range(DONOR_ATTEMPTS):
+            if not donors:
+                break
+            donor = donors[np.random.randint(len(donors))]
+            image, mask = self.jitter(donor)
             corner = self.place(mask, host) if mask.any() else None
             if corner is not None:
                 box = tuple(slice(c, c + n) for c, n in zip(corner, mask.shape))
                 alpha = ndimage.gaussian_filter(mask.astype(np.float32), self.sigmas(EDGE_SIGMA, mask.ndim),
                                                 mode="constant")
                 return {"paste": Paste(box, image, mask, alpha)}
+            # a patch full of lesion or padding may still hold a smaller one
+            donors = [lesion for lesion in donors if lesion.size < donor.size]
         return {"paste": None}
 
     def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
