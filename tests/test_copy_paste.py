@@ -11,7 +11,6 @@ trainers run nnU-Net's own data loading and augmentation on a tiny preprocessed 
   when the trainer is made.
 """
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +178,21 @@ def test_kits_tumours_go_into_the_kidney(kits):
     empty = sample(np.zeros_like(data), np.zeros_like(seg), 4)
     after, paste = pasted(copy_paste, empty, KITS_CASES[0])
     assert paste is not None and (after["segmentation"] == 2).sum() == paste.mask.sum()
+
+
+def test_slice_by_slice_configurations_jitter_in_plane(kits):
+    """Where nnU-Net augments a 3D configuration slice by slice (do_dummy_2d_data_aug), so does the jitter: a lesion
+    keeps its slices (up to one a scaling empties), while a 3D rotation spreads it over others."""
+    bank = collect_lesions(ArrayCases(kits), 2, (32, 48, 48))
+    in_plane = CopyPasteTransform(1.0, (32, 48, 48), (-np.pi, np.pi), (1, 2), True)
+    everywhere = CopyPasteTransform(1.0, (32, 48, 48), (-np.pi / 6, np.pi / 6), (1, 2), False)
+    np.random.seed(6)
+    spread = 0
+    for lesion in bank.lesions * 5:
+        depth = np.count_nonzero(lesion.mask.any(axis=(1, 2)))
+        assert depth - 1 <= np.count_nonzero(in_plane.jitter(lesion)[1].any(axis=(1, 2))) <= depth
+        spread += np.count_nonzero(everywhere.jitter(lesion)[1].any(axis=(1, 2))) > depth
+    assert spread > 0
 
 
 def test_2d_patches_of_3d_cases_take_lesions_slice_by_slice(kits):

@@ -9,7 +9,7 @@ augmentation), pastes with probability p per sample one lesion of another case (
 case the sample comes from):
 
 * jittered as TumorCP does, each jitter with TumorCP's probability 0.5: gamma 0.7-1.5 and a Gaussian blur on its
-  intensities, scaling 0.85-1.25 and a rotation (nnU-Net's rotation range of the configuration, in plane where
+  intensities, scaling 0.85-1.25 and a rotation (nnU-Net's rotation range of the configuration; both in plane where
   nnU-Net augments a 3D configuration slice by slice), and mirroring along nnU-Net's mirror axes;
 * where the patch shows image (not the data loader's padding) and no lesion, with the lesion's centre inside the
   network's patch (the middle of the data loader's larger patch, what nnU-Net's spatial transform keeps when it
@@ -79,8 +79,9 @@ def collect_lesions(dataset, label: int, patch_size: Sequence[int]) -> LesionBan
     """The lesions of ``dataset``'s cases (nnU-Net's dataset: ``identifiers``, ``load_case``): every connected
     component of ``label`` of at least MIN_LESION_VOXELS voxels that fits the network's ``patch_size`` (2D patches
     of 3D cases: slice by slice), and the organ they lie in: the foreground label bordering most of them, if it
-    borders at least half."""
-    slice_wise = len(patch_size) == 2  # nnU-Net stores 2D cases as (channels, 1, x, y)
+    borders at least half. The lesions are held in memory (a few voxels each), which nnU-Net's forked augmentation
+    workers share."""
+    slice_wise = len(patch_size) == 2  # a 2D configuration crops slices: of 3D cases, or of 2D ones (1, x, y)
     structure = ndimage.generate_binary_structure(3, 1)
     if slice_wise:
         structure[[0, 2]] = False  # no neighbours across slices
@@ -105,7 +106,8 @@ def collect_lesions(dataset, label: int, patch_size: Sequence[int]) -> LesionBan
             if slice_wise:
                 image, mask, labels = image[:, 0], mask[0], labels[0]
             ring = labels[ndimage.binary_dilation(mask) & ~mask]
-            bordering.update(set(np.unique(ring).tolist()) - {0, label} - {-1})  # -1: nnU-Net's outside the body
+            # -1: outside the image, or outside nnU-Net's nonzero mask (use_mask_for_norm)
+            bordering.update(set(np.unique(ring).tolist()) - {0, label, -1})
             lesions.append(Lesion(case, image, mask))
     organ = [organ for organ, count in bordering.most_common(1) if 2 * count >= len(lesions)]
     return LesionBank(lesions, label, organ[0] if organ else None)
@@ -189,13 +191,13 @@ class CopyPasteTransform(BasicTransform):
         if np.random.uniform() < JITTER_PROBABILITY:
             image = ndimage.gaussian_filter(image, [0.0] + self.sigmas(np.random.uniform(*BLUR_SIGMA), ndim))
         scale = np.random.uniform(*SCALE) if np.random.uniform() < JITTER_PROBABILITY else 1.0
+        scales = [1.0, scale, scale] if self.in_plane_only else [scale] * ndim
         angles = [0.0] * 3
         if np.random.uniform() < JITTER_PROBABILITY:
             # create_affine_matrix_3d's first angle turns within the slice (axes 1 and 2)
             axes = 1 if ndim == 2 or self.in_plane_only else 3
             angles[:axes] = [sample_scalar(self.rotation) for _ in range(axes)]
-        matrix = create_affine_matrix_2d(angles[0], [scale] * 2) if ndim == 2 else \
-            create_affine_matrix_3d(angles, [scale] * 3)
+        matrix = create_affine_matrix_2d(angles[0], scales) if ndim == 2 else create_affine_matrix_3d(angles, scales)
         if not np.allclose(matrix, np.eye(ndim)):
             image, mask = warp(image, mask, matrix)
         flips = [axis + 1 for axis in self.mirror_axes if np.random.uniform() < 0.5]
