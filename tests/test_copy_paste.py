@@ -7,9 +7,11 @@ trainers run nnU-Net's own data loading and augmentation on a tiny preprocessed 
   3D, KiTS tumours into the kidney, p = 0 changes nothing (and draws nothing), p = 1 always pastes, seeded runs equal,
   never a case's own lesion;
 * the trainers: a validation case's lesion never reaches a training batch (while one put in the bank would show),
-  synthetic cases drawn at about p through nnU-Net's loader, a bad p or a dataset without provenance.json refused
-  when the trainer is made.
+  p = 0 gives the batches of the trainer without copy-paste, synthetic cases drawn at about p through nnU-Net's
+  loader, a synthetic validation case refused, a bad p or a dataset without provenance.json refused when the
+  trainer is made.
 """
+import copy
 import json
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from nnunet_laworder.training.copy_paste import CopyPasteTransform, HostTracking
 from nnunet_laworder.training.data_trainers import (
     COPY_PASTE_VARIABLE, SYNTHETIC_VARIABLE, nnUNetTrainer_smoke_copypaste, nnUNetTrainer_smoke_synthmix,
     nnUNetTrainerORDER_cpu_copypaste, nnUNetTrainerORDER_cpu_synthmix)
+from nnunet_laworder.training.order_trainers import nnUNetTrainer_smoke, seed_everything
 from nnunet_laworder.training.synthetic_mix import SyntheticMix
 
 KITS_CASES = ("case_00015", "case_00021", "case_00038", "case_00061")
@@ -305,6 +308,19 @@ def test_no_validation_lesion_reaches_a_training_batch(small_kvasir, nnunet_dirs
     assert max(next(training)["data"].max().item() for _ in range(6)) > MARKER / 4
 
 
+def test_probability_zero_trains_on_the_batches_of_the_trainer_without_copy_paste(small_kvasir, nnunet_dirs,
+                                                                                  monkeypatch):
+    names = sorted(small_kvasir)
+    plans, dataset_json = write_dataset(nnunet_dirs, small_kvasir, [{"train": names[2:], "val": names[:2]}])
+    monkeypatch.setenv(COPY_PASTE_VARIABLE, "0")
+    runs = []
+    for trainer_class in (nnUNetTrainer_smoke, nnUNetTrainer_smoke_copypaste):
+        trainer = trainer_class(copy.deepcopy(plans), "2d", 0, dataset_json, torch.device("cpu"))  # nnU-Net edits plans
+        seed_everything(trainer.run_seed)
+        runs.append(training_batches(trainer, 4))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 def test_synthetic_cases_are_drawn_with_probability_p(small_kvasir, nnunet_dirs, monkeypatch):
     names = sorted(small_kvasir)
     # two synthetic cases (marked) and six real ones, of which two are validation cases
@@ -339,6 +355,16 @@ def test_synthetic_cases_are_drawn_with_probability_p(small_kvasir, nnunet_dirs,
         view.load_case(case)
     drawn = np.mean([case in synthetic for case in recorder.loaded])
     assert abs(drawn - 0.4) < 0.03 and set(recorder.loaded) == set(recorder.identifiers)
+
+
+def test_a_synthetic_validation_case_is_refused(small_kvasir, nnunet_dirs):
+    names = sorted(small_kvasir)
+    cases = {**small_kvasir, "law_00000": small_kvasir[names[0]]}
+    plans, dataset_json = write_dataset(nnunet_dirs, cases, [{"train": names[2:], "val": names[:2] + ["law_00000"]}],
+                                        synthetic=["law_00000"])
+    trainer = nnUNetTrainer_smoke_synthmix(plans, "2d", 0, dataset_json, torch.device("cpu"))
+    with pytest.raises(InputError, match="fold 0's validation cases include synthetic cases \\(law_00000\\)"):
+        trainer.get_tr_and_val_datasets()
 
 
 def test_a_dataset_without_provenance_is_refused(small_kvasir, nnunet_dirs):
