@@ -300,7 +300,9 @@ def test_no_validation_lesion_reaches_a_training_batch(small_kvasir, nnunet_dirs
     batches = training_batches(trainer, 12)
     assert {lesion.case for lesion in trainer.copy_paste.bank.lesions} <= set(names[2:])
     assert max(batch.max().item() for batch in batches) < MARKER / 4
-    assert "copy-paste probability: 1.0" in open(trainer.log_file).read()
+    log = open(trainer.log_file).read()
+    assert "copy-paste probability: 1.0" in log and "LesionBank(6 lesions of label 1 from 6 cases" in log
+    assert len(str(trainer.copy_paste)) < 1000  # nnU-Net's debug.json prints the training transforms
     # the check has teeth: validation lesions put in the bank do reach the batches
     training, _ = trainer.get_dataloaders()
     _, validation_cases = trainer.get_tr_and_val_datasets()

@@ -60,11 +60,16 @@ class Lesion:
         return self.mask.size  # of its box: what must fit into the patch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LesionBank:
     lesions: List[Lesion]
     label: int  # the lesions' label, which a pasted one gets
     organ_label: Optional[int]  # the label the lesions lie in (KiTS: kidney), None when they lie in no one label
+
+    def __repr__(self) -> str:
+        # nnU-Net's debug.json prints the training transforms: a summary, not every lesion's voxels
+        return (f"LesionBank({len(self.lesions)} lesions of label {self.label} from "
+                f"{len({lesion.case for lesion in self.lesions})} cases, organ label {self.organ_label})")
 
 
 @dataclass(frozen=True)

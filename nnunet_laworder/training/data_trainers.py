@@ -66,10 +66,7 @@ class CopyPasteTrainer(ScheduledTrainer):
         bank = collect_lesions(training, label, self.configuration_manager.patch_size)
         if not bank.lesions:
             raise InputError(f"copy-paste: fold {self.fold}'s training cases have no lesion of label {label} to paste")
-        organ = f", pasted into label {bank.organ_label} where a patch shows it" if bank.organ_label is not None \
-            else ""
-        self.print_to_log_file(f"copy-paste: {len(bank.lesions)} lesions of label {label} from "
-                               f"{len({lesion.case for lesion in bank.lesions})} training cases{organ}")
+        self.print_to_log_file(f"copy-paste from the training cases: {bank}")
         self.copy_paste.bank = bank
         return HostTracking(training, self.copy_paste), validation
 
