@@ -26,7 +26,8 @@ BOTTOM = {
     "nnunet_folders": {"errors"},
     "conversion": {"errors", "nnunet_folders"},
     "planning": {"errors", "nnunet_folders"},
-    "training": {"errors", "nnunet_folders", "networks"},
+    # the trainers that draw synthetic cases with a probability read which cases are synthetic from provenance.json
+    "training": {"errors", "nnunet_folders", "networks", "law.provenance"},
     # nnU-Net's predictor of a trained model, which finds the plugin's trainers through training/discovery
     "nnunet_predictor": {"errors", "training.discovery"},
     # law synthesize writes an nnU-Net raw dataset as the converters do; law evaluate and the quality gate predict

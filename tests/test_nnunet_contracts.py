@@ -2,8 +2,10 @@
 here (trainer hooks and attributes also at import or construction, see training/nnunet_contract.py) instead of
 silently dropping the plugin's code. Fast: hand-written plans, no dataset."""
 import inspect
+import re
 
 import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 import pytest
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -14,12 +16,13 @@ from nnunet_helpers import tiny_2d_plans
 from nnunet_laworder.evaluation.complexity import nnunet_default_architecture
 from nnunet_laworder.evaluation.models import ModelIdentity
 from nnunet_laworder.evaluation.runner import Runner
-from nnunet_laworder.training import diffusion_seg_trainers, order_trainers
+from nnunet_laworder.training import data_trainers, diffusion_seg_trainers, order_trainers
 from nnunet_laworder.training.diffusion_seg_trainers import nnUNetTrainerCDAL_smoke, nnUNetTrainerSPAD_smoke
 from nnunet_laworder.training.nnunet_contract import OVERRIDE_MARK, overrides_nnunet, set_nnunet_attributes
 from nnunet_laworder.training.order_trainers import nnUNetTrainerORDER_smoke
 
-PLUGIN_TRAINERS = [cls for module in (order_trainers, diffusion_seg_trainers) for cls in vars(module).values()
+PLUGIN_TRAINERS = [cls for module in (order_trainers, diffusion_seg_trainers, data_trainers)
+                   for cls in vars(module).values()
                    if inspect.isclass(cls) and issubclass(cls, nnUNetTrainer) and cls is not nnUNetTrainer]
 # the trainers build their networks in initialize(), which these tests do not call
 UNBUILT = {"network_class_name": "unused", "_kw_requires_import": [], "arch_kwargs": {"strides": [[1, 1], [2, 2]]}}
@@ -112,3 +115,15 @@ def test_seeded_runs_reach_nnunets_single_threaded_augmenter(monkeypatch):
     assert "get_allowed_n_proc_DA" in nnUNetTrainer.get_dataloaders.__code__.co_names
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     assert get_allowed_n_proc_DA() == 0
+
+
+def test_the_data_trainers_step_in_where_nnunet_makes_its_training_pipeline():
+    # data_trainers.py: the copy-paste transform is made in get_training_transforms and receives the lesions of the
+    # fold's training cases in get_tr_and_val_datasets, so nnU-Net must call the one before the other
+    source = inspect.getsource(nnUNetTrainer.get_dataloaders)
+    assert source.index("self.get_training_transforms(") < source.index("self.get_tr_and_val_datasets()")
+    # HostTracking and SyntheticMix give nnU-Net's data loader the training dataset's identifiers and load_case:
+    # all it reads of the dataset
+    loader = inspect.getsource(nnUNetDataLoader)
+    assert "self.indices = data.identifiers" in loader and set(re.findall(r"self\._data\.(\w+)", loader)) == \
+        {"load_case"}

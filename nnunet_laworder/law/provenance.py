@@ -1,5 +1,5 @@
 """``provenance.json`` of a synthetic dataset: one schema, one writer (``law synthesize``), one reader
-(``law evaluate``, the demo report).
+(``law evaluate``, the demo report, the trainers that draw synthetic cases with a probability).
 
 The file holds the dataset-level fields (source dataset, generator checkpoint and hash, weighting, configuration,
 generator fold, conditioning cases, sampler, steps, seed, layout, transform settings, where the real folds came
@@ -88,7 +88,7 @@ def read_provenance(folder: Path) -> Provenance:
     """The provenance of the synthetic dataset in ``folder``, or an :class:`InputError` naming what is wrong."""
     path = Path(folder) / PROVENANCE_FILE
     if not path.is_file():
-        raise InputError(f"{path} not found: 'law evaluate' takes a dataset written by 'law synthesize'")
+        raise InputError(f"{path} not found: expected a synthetic dataset, written by 'law synthesize'")
     provenance = read_json(path)
     cases = provenance.get("cases") if isinstance(provenance, dict) else None
     if not isinstance(cases, dict) or not cases:

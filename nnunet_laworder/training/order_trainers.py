@@ -23,7 +23,7 @@ count that ``nnUNetv2_train -device cpu`` sets; nnU-Net's default network keeps 
 """
 import os
 import random
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -45,15 +45,27 @@ CPU_THREADS_VARIABLE = "nnUNet_laworder_cpu_threads"
 DEFAULT_CPU_THREADS = 1
 
 
-def integer_variable(name: str, minimum: int, maximum: int) -> int:
+def bounded_variable(name: str, parse: Callable[[str], float], minimum, maximum, kind: str):
+    """``$name`` parsed by ``parse`` (int, float) and within [minimum, maximum], or a one-line InputError naming it."""
     value = os.environ[name]
     try:
-        number = int(value)
+        number = parse(value)
     except ValueError:
         number = None
-    if number is None or not minimum <= number <= maximum:
-        raise InputError(f"{name}={value!r}: expected an integer from {minimum} to {maximum}")
+    if number is None or not minimum <= number <= maximum:  # a float's nan fails the comparison too
+        raise InputError(f"{name}={value!r}: expected {kind} from {minimum} to {maximum}")
     return number
+
+
+def integer_variable(name: str, minimum: int, maximum: int) -> int:
+    return bounded_variable(name, int, minimum, maximum, "an integer")
+
+
+def probability_variable(name: str, default: float) -> float:
+    """``$name`` as a probability (0 to 1), or ``default`` where it is unset or empty."""
+    if not os.environ.get(name, "").strip():
+        return default
+    return bounded_variable(name, float, 0, 1, "a probability")
 
 
 def configured_seed(schedule_seed: Optional[int]) -> Optional[int]:
