@@ -10,8 +10,10 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -192,6 +194,28 @@ class Reproduction:
                 timings[stage.name] = run_stage(stage, self.env, self.log)
         return timings
 
+    def run_parallel(self, stages: List[Tuple[Stage, Optional[Path]]], jobs: int) -> Dict[str, float]:
+        """:meth:`run` with up to ``jobs`` stages at a time (independent ones, e.g. trainings at one thread each);
+        each stage's output goes to a log of its own."""
+        if jobs <= 1:
+            return self.run(stages)
+        pending = [(stage, product) for stage, product in stages if product is None or not product.exists()]
+        logs = self.work / "logs" / self.script
+        logs.mkdir(exist_ok=True)
+
+        def one(stage: Stage) -> Tuple[str, float]:
+            log = logs / (re.sub(r"[^A-Za-z0-9]+", "_", stage.name).strip("_") + ".log")
+            return stage.name, run_stage(stage, self.env, log)
+
+        with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(pending), desc=self.script, unit="stage",
+                                                    file=sys.stdout) as bar:
+            timings = {}
+            for future in as_completed([pool.submit(one, stage) for stage, _ in pending]):
+                name, seconds = future.result()
+                timings[name] = seconds
+                bar.update()
+        return timings
+
     # -- the stages ------------------------------------------------------------------------------------------
 
     def kvasir_subset(self) -> Path:
@@ -251,12 +275,13 @@ class Reproduction:
         return [(Stage(f"preprocess {d}", ["nnUNetv2_preprocess", "-d", d, "-plans_name", "nnUNetPlans", "-c",
                                            CONFIGURATION, "-np", "2"]), data)]
 
-    def replicate_plans(self, dataset_id: int, run: int) -> str:
+    def replicate_plans(self, dataset_id: int, run: int, tag: str = "") -> str:
         """Plans identifier of run ``run``: nnUNetPlans itself for run 0, else a copy under another name (the same
-        preprocessed data, a results folder of its own, so nnU-Net keeps each run's models apart)."""
-        if run == 0:
-            return "nnUNetPlans"
-        name = f"nnUNetPlans_r{run}"
+        preprocessed data, a results folder of its own, so nnU-Net keeps each run's models apart); ``tag`` names
+        a copy for models that differ only in an environment variable."""
+        name = "nnUNetPlans" + (f"_{tag}" if tag else "") + (f"_r{run}" if run else "")
+        if name == "nnUNetPlans":
+            return name
         folder = self.work / "nnUNet_preprocessed" / self.dataset(dataset_id)
         plans = json.loads((folder / "nnUNetPlans.json").read_text())
         plans["plans_name"] = name
@@ -265,15 +290,17 @@ class Reproduction:
             (folder / f"{name}.json").write_text(text)
         return name
 
-    def train_stage(self, dataset_id: int, name: str, configuration: str, trainer: str, fold: int, run: int = 0
-                    ) -> Tuple[Stage, Path]:
+    def train_stage(self, dataset_id: int, name: str, configuration: str, trainer: str, fold: int, run: int = 0,
+                    tag: str = "", env: Optional[Dict[str, str]] = None) -> Tuple[Stage, Path]:
         """nnUNetv2_train of one model and fold in run ``run``: seed 12345 + run (the short schedules are seeded, so
-        runs with one seed would be copies), the run's plans; ``--c`` where an interrupted run left a checkpoint."""
-        plans = self.replicate_plans(dataset_id, run)
+        runs with one seed would be copies), the run's plans (``tag``: see replicate_plans) and ``env``'s extra
+        variables; ``--c`` where an interrupted run left a checkpoint."""
+        plans = self.replicate_plans(dataset_id, run, tag)
         folder = (self.work / "nnUNet_results" / self.dataset(dataset_id) / f"{trainer}__{plans}__{configuration}" /
                   f"fold_{fold}")
-        command = ["env", f"nnUNet_laworder_seed={SHORT_SCHEDULE_SEED + run}", "nnUNetv2_train", str(dataset_id),
-                   configuration, str(fold), "-tr", trainer, "-p", plans, "-device", self.device]
+        variables = [f"{k}={v}" for k, v in sorted((env or {}).items())]
+        command = ["env", f"nnUNet_laworder_seed={SHORT_SCHEDULE_SEED + run}", *variables, "nnUNetv2_train",
+                   str(dataset_id), configuration, str(fold), "-tr", trainer, "-p", plans, "-device", self.device]
         if (folder / "checkpoint_latest.pth").exists():
             command.append("--c")
         return (Stage(f"train {name} ({trainer}, {plans}) on {dataset_id}, fold {fold}", command),
@@ -326,6 +353,18 @@ class Reproduction:
             command += ["--benchmark-json", str(benchmark_json)]
         run_stage(Stage(f"compare {tag}", command), self.env, self.log)
         return json.loads(out.read_text())
+
+    def compare_one(self, dataset_id: int, configuration: str, trainer: str, fold: int, tag: str = "",
+                    run: int = 0) -> dict:
+        """``nnunet-laworder compare`` of one model (one fold, run ``run``, plans tag ``tag``); its model entry."""
+        plans = self.replicate_plans(dataset_id, run, tag)
+        out = self.results / "compare" / f"{dataset_id}_{trainer}__{plans}__{configuration}_f{fold}.json"
+        out.parent.mkdir(exist_ok=True)
+        run_stage(Stage(f"compare {out.stem}", ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c",
+                                                configuration, "-tr", trainer, "-p", plans, "-f", str(fold),
+                                                "--json", str(out)]), self.env, self.log)
+        (model,) = json.loads(out.read_text())["models"]
+        return model
 
     def real_vs_law(self, ratio: float, segmenters: List[str], replicate: List[str]) -> Tuple[dict, int]:
         """Real only vs real + LAW synthetic at ``ratio`` synthetic / real training cases of the first fold: the law
