@@ -10,7 +10,28 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` on a 2-core machine: one core per worker. Tests of tiny networks ran ~10x slower with two
+    # threads fighting over cores busy with the other worker (the plugin's trainers train at one thread for this).
+    import torch
+
+    torch.set_num_threads(1)
 DATA = Path(os.environ.get("NNUNET_LAWORDER_DATA", REPO.parent / "shared" / "data"))
+
+
+# the longest files, started first so that the other worker runs the rest meanwhile (pytest -n 2 in setup.cfg)
+FIRST = ("test_demo.py", "test_readme_workflow.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Each test file is one xdist group unless it names a group of its own (files that share a session model):
+    its module fixtures are then made once, on one worker. The longest files go first."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
 
 
 def require_data(*parts: str) -> Path:
@@ -72,3 +93,48 @@ def law_hippocampus_planned(law_shared_folders, tmp_path_factory) -> Path:
     from law_fixtures import plan_hippocampus
 
     return plan_hippocampus(law_shared_folders, tmp_path_factory.mktemp("law_planning_results"))
+
+
+@pytest.fixture(scope="session")
+def law_kvasir_order_smoke(law_kvasir_planned, law_shared_folders, tmp_path_factory) -> Path:
+    """ORDER trained once with nnUNetTrainerORDER_smoke (2d_order, fold 0) on the LAW Kvasir-SEG subset, as
+    ``nnUNetv2_train`` does in a user's environment (nnunet_env); the model folder, to be copied into a module's
+    nnUNet_results. Modules that use it share an xdist group (LAW_KVASIR_MODELS), so it is trained once."""
+    from law_fixtures import KVASIR_ID
+    from nnunet_helpers import nnunet_env, run
+
+    results = tmp_path_factory.mktemp("law_models") / "nnUNet_results"
+    results.mkdir()
+    env = nnunet_env({**law_shared_folders, "nnUNet_results": results})
+    run(["nnunet-laworder", "plans", "-d", str(KVASIR_ID), "-c", "2d", "--arch", "order"], env)
+    run(["nnUNetv2_train", str(KVASIR_ID), "2d_order", "0", "-tr", "nnUNetTrainerORDER_smoke", "-device", "cpu"], env)
+    return results / law_kvasir_planned.name / "nnUNetTrainerORDER_smoke__nnUNetPlans__2d_order"
+
+
+# A Kvasir-SEG subset as a user plans it (24 training + 4 held-out pairs at 160 px, --verify_dataset_integrity, an
+# ORDER configuration) with ORDER trained on it by nnUNetTrainerORDER_smoke (2d_order, fold 0): the nnU-Net
+# workflow's and the ONNX export's model, made once (their modules share the xdist group KVASIR_ORDER_SMOKE).
+KVASIR_ORDER_SMOKE = "kvasir_order_smoke"
+KVASIR_WORKFLOW_ID, KVASIR_WORKFLOW_TRAIN, KVASIR_WORKFLOW_TEST = 501, 24, 4
+
+
+@pytest.fixture(scope="session")
+def kvasir_order_smoke(tmp_path_factory) -> dict:
+    """{"env": for child processes, "raw": the raw dataset folder, "folders": nnU-Net's three folders}."""
+    from nnunet_helpers import copy_kvasir_subset, nnunet_env, run
+
+    src = require_data("kvasir-seg")
+    root = tmp_path_factory.mktemp("kvasir_order_smoke")
+    folders = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    official = root / "official"
+    for path in [*folders.values(), official]:
+        path.mkdir()
+    test_list = copy_kvasir_subset(src, official, KVASIR_WORKFLOW_TRAIN + KVASIR_WORKFLOW_TEST, KVASIR_WORKFLOW_TEST)
+    env = nnunet_env(folders)
+    d = str(KVASIR_WORKFLOW_ID)
+    run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", d, "--max-size", "160",
+         "--test-list", str(test_list)], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "2d", "-np", "2", "--verify_dataset_integrity"], env)
+    run(["nnunet-laworder", "plans", "-d", d, "-c", "2d", "--arch", "order"], env)
+    run(["nnUNetv2_train", d, "2d_order", "0", "-tr", "nnUNetTrainerORDER_smoke", "-device", "cpu"], env)
+    return {"env": env, "raw": next(folders["nnUNet_raw"].glob(f"Dataset{d}_*")), "folders": folders}

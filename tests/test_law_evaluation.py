@@ -25,12 +25,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from conftest import require_data
-from law_fixtures import law_folders, law_kvasir  # noqa: F401  (pytest fixtures)
+from law_fixtures import LAW_KVASIR_MODELS, law_folders, law_kvasir  # noqa: F401  (pytest fixtures)
 from nnunet_laworder.cli import main
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.law import fid
 from nnunet_laworder.law.cli import add_evaluate_arguments, evaluate_entrypoint
 from nnunet_laworder.law.evaluation import evaluate, summary_text
+
+pytestmark = pytest.mark.xdist_group(LAW_KVASIR_MODELS)
 
 N_FID_IMAGES = 8
 
@@ -391,13 +393,9 @@ def test_evaluate_3d_volumes_contribute_slices(nnunet_dirs, tmp_path, layout):
 
 
 @pytest.mark.slow
-def test_layout_fidelity_with_trained_nnunet_model(law_kvasir, tmp_path):
-    from nnunet_helpers import run
-
-    env = law_kvasir.env
-    run(["nnunet-laworder", "plans", "-d", str(law_kvasir.dataset_id), "-c", "2d", "--arch", "order"], env)
-    run(["nnUNetv2_train", str(law_kvasir.dataset_id), "2d_order", "0", "-tr", "nnUNetTrainerORDER_smoke",
-         "-device", "cpu"], env)
+def test_layout_fidelity_with_trained_nnunet_model(law_kvasir, law_kvasir_order_smoke, tmp_path):
+    # nnUNetTrainerORDER_smoke on 2d_order, fold 0, trained once per session (conftest.py)
+    shutil.copytree(law_kvasir_order_smoke, law_kvasir.results / law_kvasir_order_smoke.name)
 
     # the synthetic dataset: the real cases + law_ copies of the first 5 with their own masks
     raw = law_kvasir.raw

@@ -1,7 +1,8 @@
 """The user's workflow with nnU-Net's own commands, on real data subsets, on CPU.
 
 Kvasir-SEG (2D, RGB): convert -> nnUNetv2_plan_and_preprocess --verify_dataset_integrity -> plans -> nnUNetv2_train
-(ORDER and MK-UNet, short trainers) -> nnUNetv2_predict. MSD Hippocampus (3D, anisotropic strides, 2 foreground
+(ORDER and MK-UNet, short trainers; ORDER's is conftest.kvasir_order_smoke, which test_onnx_export.py exports) ->
+nnUNetv2_predict. MSD Hippocampus (3D, anisotropic strides, 2 foreground
 labels): the same with 3d_fullres_order, plus the plans command's contract. KiTS19 (real label volumes, nnU-Net
 regions kidney+tumour and tumour): convert -> plan -> gated ORDER -> train -> predict -> nnUNetv2_evaluate_folder.
 """
@@ -12,12 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnunet_helpers import (copy_kvasir_subset, kill_after_first_checkpoint, label_values, module_nnunet_folders,
+from nnunet_helpers import (kill_after_first_checkpoint, label_values, module_nnunet_folders,
                             nnunet_env, run, train_losses, validation_summary, write_msd_subset)
+from conftest import KVASIR_ORDER_SMOKE, KVASIR_WORKFLOW_ID, KVASIR_WORKFLOW_TEST
 from nnunet_laworder.cli import main
 
-KVASIR_ID, HIPPO_ID, KITS_ID = 501, 502, 503
-KVASIR_TRAIN, KVASIR_TEST = 24, 4
+KVASIR_ID, HIPPO_ID, KITS_ID = KVASIR_WORKFLOW_ID, 502, 503
+KVASIR_TEST = KVASIR_WORKFLOW_TEST
+pytestmark = pytest.mark.xdist_group(KVASIR_ORDER_SMOKE)
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +29,9 @@ def nnunet_folders(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def kvasir_planned(nnunet_folders, tmp_path_factory):
-    from conftest import require_data
-
-    src = require_data("kvasir-seg")
-    official = tmp_path_factory.mktemp("kvasir_official")
-    test_list = copy_kvasir_subset(src, official, KVASIR_TRAIN + KVASIR_TEST, KVASIR_TEST)
-    env = nnunet_env(nnunet_folders)
-    run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID), "--max-size", "160",
-         "--test-list", str(test_list)], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "2",
-         "--verify_dataset_integrity"], env)
-    return env, next(nnunet_folders["nnUNet_raw"].glob(f"Dataset{KVASIR_ID}_*"))
+def kvasir_planned(kvasir_order_smoke):
+    """(environment, raw dataset): conftest's planned Kvasir-SEG subset, on which ORDER is trained already."""
+    return kvasir_order_smoke["env"], kvasir_order_smoke["raw"]
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +117,14 @@ def test_hippocampus_3d_order_trains_and_predicts(hippocampus_planned, nnunet_fo
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,trainer", [("order", "nnUNetTrainerORDER_smoke"),
                                           ("mkunet", "nnUNetTrainerMKUNet_smoke")])
-def test_kvasir_2d_trains_and_predicts(kvasir_planned, nnunet_folders, tmp_path, arch, trainer):
-    env, raw = kvasir_planned
+def test_kvasir_2d_trains_and_predicts(kvasir_order_smoke, tmp_path, arch, trainer):
+    env, raw = kvasir_order_smoke["env"], kvasir_order_smoke["raw"]
+    results = kvasir_order_smoke["folders"]["nnUNet_results"]
     configuration = f"2d_{arch}"
-    run(["nnunet-laworder", "plans", "-d", str(KVASIR_ID), "-c", "2d", "--arch", arch], env)
-    run(["nnUNetv2_train", str(KVASIR_ID), configuration, "0", "-tr", trainer, "-device", "cpu"], env)
-    losses = train_losses(nnunet_folders["nnUNet_results"], raw.name, trainer, configuration)
+    if arch != "order":  # ORDER: trained by the session fixture with the same two commands
+        run(["nnunet-laworder", "plans", "-d", str(KVASIR_ID), "-c", "2d", "--arch", arch], env)
+        run(["nnUNetv2_train", str(KVASIR_ID), configuration, "0", "-tr", trainer, "-device", "cpu"], env)
+    losses = train_losses(results, raw.name, trainer, configuration)
     assert losses[-1] < losses[0]
 
     out = tmp_path / "pred"
@@ -142,19 +138,19 @@ def test_kvasir_2d_trains_and_predicts(kvasir_planned, nnunet_folders, tmp_path,
         assert set(np.unique(prediction).tolist()) <= {0, 1}
 
     # nnU-Net's evaluation and model selection read our results folders as their own
-    model = nnunet_folders["nnUNet_results"] / raw.name / f"{trainer}__nnUNetPlans__{configuration}"
+    model = results / raw.name / f"{trainer}__nnUNetPlans__{configuration}"
     run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(out), "-djfile", str(model / "dataset.json"),
          "-pfile", str(model / "plans.json"), "-np", "1"], env)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["metric_per_case"]) == KVASIR_TEST and 0 <= summary["foreground_mean"]["Dice"] <= 1
     run(["nnUNetv2_find_best_configuration", str(KVASIR_ID), "-c", configuration, "-tr", trainer, "-f", "0",
          "-np", "1", "--disable_ensembling"], env)
-    best = json.loads((nnunet_folders["nnUNet_results"] / raw.name / "inference_information.json").read_text())
+    best = json.loads((results / raw.name / "inference_information.json").read_text())
     assert best["best_model_or_ensemble"]["selected_model_or_models"][0]["trainer"] == trainer
 
 
 @pytest.mark.slow
-def test_wrong_trainer_for_configuration_is_a_clear_error(kvasir_planned, nnunet_folders):
+def test_wrong_trainer_for_configuration_is_a_clear_error(kvasir_planned):
     env, _ = kvasir_planned
     with pytest.raises(AssertionError, match="nnUNetTrainerORDER_smoke trains ORDER, but this configuration builds"):
         run(["nnUNetv2_train", str(KVASIR_ID), "2d", "0", "-tr", "nnUNetTrainerORDER_smoke", "-device", "cpu"], env)

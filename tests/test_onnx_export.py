@@ -12,41 +12,35 @@ import torch
 from PIL import Image
 from torch import nn
 
-from nnunet_helpers import copy_kvasir_subset, module_nnunet_folders, nnunet_env, run
+from conftest import KVASIR_ORDER_SMOKE, KVASIR_WORKFLOW_ID, KVASIR_WORKFLOW_TEST
+from nnunet_helpers import run
 from test_fast_inference import trained_looking
 from nnunet_laworder.cli import main
 from nnunet_laworder.networks.order import ORDER, SelectiveBidirectionalSkipAttention, token_grid
 
-KVASIR_ID = 511
-KVASIR_TRAIN, KVASIR_TEST = 16, 4
+KVASIR_ID, KVASIR_TEST = KVASIR_WORKFLOW_ID, KVASIR_WORKFLOW_TEST
 CONFIGURATION, TRAINER = "2d_order", "nnUNetTrainerORDER_smoke"
+pytestmark = pytest.mark.xdist_group(KVASIR_ORDER_SMOKE)
 
 
 @pytest.fixture(scope="module")
-def nnunet_folders(tmp_path_factory):
-    yield from module_nnunet_folders(tmp_path_factory, "onnx")
+def nnunet_folders(kvasir_order_smoke):
+    """conftest's Kvasir-SEG folders, exported for in-process calls while the module runs."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, path in kvasir_order_smoke["folders"].items():
+            mp.setenv(name, str(path))
+        yield kvasir_order_smoke["folders"]
 
 
 @pytest.fixture(scope="module")
-def exported(nnunet_folders, tmp_path_factory):
-    """(environment, raw dataset folder, ONNX file, export's report): ORDER trained with the smoke schedule, fold 0
-    exported."""
-    from conftest import require_data
-
-    src = require_data("kvasir-seg")
-    official = tmp_path_factory.mktemp("kvasir_official")
-    test_list = copy_kvasir_subset(src, official, KVASIR_TRAIN + KVASIR_TEST, KVASIR_TEST)
-    env = nnunet_env(nnunet_folders)
-    run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID), "--max-size", "160",
-         "--test-list", str(test_list)], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "2"], env)
-    run(["nnunet-laworder", "plans", "-d", str(KVASIR_ID), "-c", "2d", "--arch", "order"], env)
-    run(["nnUNetv2_train", str(KVASIR_ID), CONFIGURATION, "0", "-tr", TRAINER, "-device", "cpu"], env)
+def exported(nnunet_folders, kvasir_order_smoke, tmp_path_factory):
+    """(environment, raw dataset folder, ONNX file, export's report): ORDER trained with the smoke schedule
+    (conftest.kvasir_order_smoke), fold 0 exported."""
+    env = kvasir_order_smoke["env"]
     onnx_file = tmp_path_factory.mktemp("onnx") / "order.onnx"
     report = run(["nnunet-laworder", "export", "-d", str(KVASIR_ID), "-c", CONFIGURATION, "-tr", TRAINER, "-f", "0",
                   "-o", str(onnx_file)], env, timeout=1800)
-    raw = next(nnunet_folders["nnUNet_raw"].glob(f"Dataset{KVASIR_ID}_*"))
-    return env, raw, onnx_file, json.loads(report.stdout[report.stdout.index("{"):])
+    return env, kvasir_order_smoke["raw"], onnx_file, json.loads(report.stdout[report.stdout.index("{"):])
 
 
 def model_args(fold="0", configuration=CONFIGURATION):
@@ -177,7 +171,7 @@ def test_onnx_logits_match_pytorch_on_real_patches_at_two_sizes(exported, nnunet
 @pytest.mark.parametrize("change,message", [
     (["-f", "3"], "fold 3 not trained"),
     (["--checkpoint", "checkpoint_missing.pth"], "checkpoint_missing.pth not found"),
-    (["-c", "2d_mkunet"], "has no configuration '2d_mkunet'"),
+    (["-c", "2d_mkunet_T"], "has no configuration '2d_mkunet_T'"),  # the workflow module adds 2d_mkunet
     (["-d", "999"], "dataset 999 not found"),
 ])
 def test_export_names_what_is_missing(exported, tmp_path, capsys, change, message):

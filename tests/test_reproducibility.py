@@ -3,12 +3,14 @@ overrides), the small networks (MK-UNet, ORDER, SPAD, cDAL) train with ``nnUNet_
 and nnU-Net's default network with nnU-Net's, and two trainings of
 ``nnUNetTrainerORDER_smoke`` on the same real Kvasir-SEG sample end identical (marked slow)."""
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from law_fixtures import law_folders, law_kvasir  # noqa: F401  (pytest fixtures)
+from law_fixtures import LAW_KVASIR_MODELS, law_folders, law_kvasir  # noqa: F401  (pytest fixtures)
 from nnunet_helpers import run, validation_summary
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.planning.architecture import architecture_block
@@ -21,6 +23,7 @@ from nnunet_laworder.training.order_trainers import (
     nnUNetTrainerORDER_cpu, nnUNetTrainerORDER_smoke)
 
 TRAINER = "nnUNetTrainerORDER_smoke"
+pytestmark = pytest.mark.xdist_group(LAW_KVASIR_MODELS)
 
 
 def make_trainer(trainer_class, tmp_path, monkeypatch):
@@ -104,24 +107,33 @@ def test_bad_cpu_threads_variable_is_an_input_error(value, tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_seeded_smoke_training_is_reproducible(law_kvasir):
-    """Twice the same training, with nnU-Net's usual 2 augmentation workers requested (nnunet_env): the seeded
+def test_seeded_smoke_training_is_reproducible(law_kvasir, law_kvasir_order_smoke):
+    """Twice the same training (once in this test, once for the session), with nnU-Net's usual 2 augmentation
+    workers requested (nnunet_env): the seeded
     schedule augments in the training process, so both runs end with the same weights, losses and validation Dice.
     (After 3 x 8 iterations ORDER still predicts no polyp here, Dice 0: the weights and losses carry the test.)"""
     env = law_kvasir.env
     assert "nnUNet_laworder_seed" not in env and env["nnUNet_n_proc_DA"] == "2"
     run(["nnunet-laworder", "plans", "-d", str(law_kvasir.dataset_id), "-c", "2d", "--arch", "order"], env)
     model = law_kvasir.results / f"{TRAINER}__nnUNetPlans__2d_order"
+    assert model.name == law_kvasir_order_smoke.name
     runs = []
     for i in range(2):
-        run(["nnUNetv2_train", str(law_kvasir.dataset_id), "2d_order", "0", "-tr", TRAINER, "-device", "cpu"], env)
+        if i == 0:  # the session's run of the same command in the same environment (conftest.py)
+            shutil.copytree(law_kvasir_order_smoke, model)
+        else:
+            run(["nnUNetv2_train", str(law_kvasir.dataset_id), "2d_order", "0", "-tr", TRAINER, "-device", "cpu"],
+                env)
         fold = model / "fold_0"
         checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
         log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
         assert "seed: 12345" in log and "torch threads: 1 " in log
         assert "SingleThreadedAugmenter" in json.loads((fold / "debug.json").read_text())["dataloader_train"]
         dice = validation_summary(law_kvasir.folders["nnUNet_results"], law_kvasir.name, TRAINER, "2d_order")
-        runs.append((checkpoint, dice["foreground_mean"]["Dice"], json.dumps(dice["metric_per_case"])))
+        # every case's metrics and file names (the session's run validated into another nnUNet_results folder)
+        cases = [dict(c, **{f: Path(c[f]).name for f in ("prediction_file", "reference_file")})
+                 for c in dice["metric_per_case"]]
+        runs.append((checkpoint, dice["foreground_mean"]["Dice"], json.dumps(cases)))
         model.rename(model.with_name(f"{model.name}_run{i}"))  # the second run starts from nothing
     (first, first_dice, first_cases), (second, second_dice, second_cases) = runs
     assert first_dice == second_dice and first_cases == second_cases
