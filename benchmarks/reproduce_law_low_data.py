@@ -112,6 +112,16 @@ def plans_tag(method: str) -> str:
     return "p" + method.split("-p")[-1].replace(".", "") if method.startswith("law-") else ""
 
 
+def paired_entry(reference: Dict[str, float], other: Dict[str, float]) -> dict:
+    p = paired_difference(reference, other)
+    return {k: p[k] for k in ("mean_diff", "ci95", "improved", "equal", "worse")}
+
+
+def paired_cells(p: dict) -> str:
+    return (f"{100 * p['mean_diff']:+.1f} [{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] | "
+            f"{p['improved']} / {p['equal']} / {p['worse']} |")
+
+
 def main(argv=None) -> int:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--segmenters", nargs="+", choices=list(SEGMENTERS), default=["ORDER"])
@@ -159,7 +169,7 @@ def main(argv=None) -> int:
 
     rows: Dict[str, Dict[str, Dict[str, dict]]] = {}
     lines = ["| segmenter | labels | method | Dice (runs) | paired vs real, points [95% CI] | improved / equal / "
-             "worse |", "|---|---:|---|---:|---:|---:|"]
+             "worse | vs copy-paste |", "|---|---:|---|---:|---:|---:|---:|"]
     for segmenter in known.segmenters:
         for fraction in known.fractions:
             models = {}
@@ -175,15 +185,19 @@ def main(argv=None) -> int:
                 entry[method] = {"dice": float(np.mean(list(cases.values()))), "runs": runs_dice,
                                  "training_cases": len(budgets[fraction][0])}
                 if method != "real":
-                    p = paired_difference(reference, cases)
-                    entry[method]["paired"] = {k: p[k] for k in ("mean_diff", "ci95", "improved", "equal", "worse")}
-                paired = entry[method].get("paired")
+                    entry[method]["paired"] = paired_entry(reference, cases)
+                if method.startswith("law-"):  # what the generator adds over copy-paste, and over its composites
+                    entry[method]["paired_vs_copy_paste"] = paired_entry(averaged_cases(models["copy-paste"]), cases)
+                    composites = protocol_name(0.0, float(method.split("-p")[-1]))
+                    if method != composites and composites in models:
+                        entry[method]["paired_vs_" + composites] = paired_entry(averaged_cases(models[composites]),
+                                                                                cases)
                 lines.append(
                     f"| {segmenter} | {fraction:.0%} ({len(budgets[fraction][0])}) | {method} | "
                     f"{100 * entry[method]['dice']:.1f} ({', '.join(f'{100 * d:.1f}' for d in runs_dice)}) | "
-                    + (f"{100 * paired['mean_diff']:+.1f} [{100 * paired['ci95'][0]:+.1f}, "
-                       f"{100 * paired['ci95'][1]:+.1f}] | {paired['improved']} / {paired['equal']} / "
-                       f"{paired['worse']} |" if paired else "reference | |"))
+                    + (paired_cells(entry[method]["paired"]) if "paired" in entry[method] else "reference | |")
+                    + (f" {paired_cells(entry[method]['paired_vs_copy_paste']).split(' |')[0]} |"
+                       if "paired_vs_copy_paste" in entry[method] else " |"))
     r.write_table("law_low_data", "Where labels are scarce: real only vs copy-paste vs LAW added lesions", lines,
                   {"rows": rows, "budget_folds": {str(f): BUDGET_FOLDS[f] for f in known.fractions},
                    "protocols": {"strengths": known.strengths, "probabilities": known.probabilities,
