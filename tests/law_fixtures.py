@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_helpers import copy_kvasir_subset, nnunet_env, run, write_msd_subset
+from nnunet_helpers import copy_kvasir_subset, exported_folders, nnunet_env, run, write_msd_subset
 
 KVASIR_ID, HIPPO_ID = 901, 902
 KVASIR_CASES, HIPPO_CASES = 16, 10
@@ -92,11 +92,7 @@ def law_folders(law_shared_folders, tmp_path_factory):
     # the module's own nnUNet_results: trainings and LAW runs of one module never meet another module's
     results = tmp_path_factory.mktemp("law_results") / "nnUNet_results"
     results.mkdir()
-    dirs = {**law_shared_folders, "nnUNet_results": results}
-    with pytest.MonkeyPatch.context() as mp:
-        for folder, path in dirs.items():
-            mp.setenv(folder, str(path))
-        yield dirs
+    yield from exported_folders({**law_shared_folders, "nnUNet_results": results})
 
 
 def _planned(folders: dict, dataset_id: int) -> PlannedDataset:

@@ -107,12 +107,18 @@ def label_values(path: Path) -> set:
 def module_nnunet_folders(tmp_path_factory, name: str):
     """For a module-scoped fixture (``yield from``): nnU-Net's three folders under a fresh ``name`` folder,
     exported while the fixture lives."""
-    import pytest
-
     root = tmp_path_factory.mktemp(name)
     dirs = {folder: root / folder for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     for path in dirs.values():
         path.mkdir()
+    yield from exported_folders(dirs)
+
+
+def exported_folders(dirs: dict):
+    """For a module-scoped fixture (``yield from``): ``dirs`` ({nnU-Net variable: folder}) exported in this process
+    while the fixture lives; yields ``dirs``."""
+    import pytest
+
     with pytest.MonkeyPatch.context() as mp:
         for folder, path in dirs.items():
             mp.setenv(folder, str(path))

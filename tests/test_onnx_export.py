@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import KVASIR_ORDER_SMOKE, KVASIR_WORKFLOW_ID, KVASIR_WORKFLOW_TEST
-from nnunet_helpers import run
+from nnunet_helpers import exported_folders, run
 from test_fast_inference import trained_looking
 from nnunet_laworder.cli import main
 from nnunet_laworder.networks.order import ORDER, SelectiveBidirectionalSkipAttention, token_grid
@@ -26,10 +26,7 @@ pytestmark = pytest.mark.xdist_group(KVASIR_ORDER_SMOKE)
 @pytest.fixture(scope="module")
 def nnunet_folders(kvasir_order_smoke):
     """conftest's Kvasir-SEG folders, exported for in-process calls while the module runs."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name, path in kvasir_order_smoke["folders"].items():
-            mp.setenv(name, str(path))
-        yield kvasir_order_smoke["folders"]
+    yield from exported_folders(kvasir_order_smoke["folders"])
 
 
 @pytest.fixture(scope="module")
