@@ -13,8 +13,8 @@ Use in a test module::
 * ``law_folders``: nnUNet_raw / nnUNet_preprocessed shared by the session's LAW modules and a fresh nnUNet_results
   of the module, exported in this process (``os.environ``) for the module's lifetime, so in-process calls see them
   too. A module writes new datasets only under ids of its own (910-919 synthesis, 920-923 added lesions, 930-934
-  inpainting, 940-941 quality gate). Do not combine with the function-scoped ``nnunet_dirs`` fixture of
-  conftest.py in the same test (it re-points the variables).
+  inpainting, 940-941 quality gate, 945 law evaluation). Do not combine with the function-scoped ``nnunet_dirs``
+  fixture of conftest.py in the same test (it re-points the variables).
 * ``law_kvasir``: 16 real Kvasir-SEG pairs, converted with ``nnunet-laworder convert kvasir-seg --max-size 96``
   (RGB png, 0/1 labels, longer side 96) and planned with ``nnUNetv2_plan_and_preprocess -c 2d -np 1``.
   No test split: all 16 are training cases. (About a minute on a 2-core CPU.)

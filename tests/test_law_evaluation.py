@@ -399,7 +399,7 @@ def test_layout_fidelity_with_trained_nnunet_model(law_kvasir, law_kvasir_order_
 
     # the synthetic dataset: the real cases + law_ copies of the first 5 with their own masks
     raw = law_kvasir.raw
-    folder = raw.parent / "Dataset915_KvasirLAW"
+    folder = raw.parent / "Dataset945_KvasirLAW"
     shutil.copytree(raw / "imagesTr", folder / "imagesTr")
     shutil.copytree(raw / "labelsTr", folder / "labelsTr")
     real_cases = law_kvasir.training_cases()
@@ -414,7 +414,7 @@ def test_layout_fidelity_with_trained_nnunet_model(law_kvasir, law_kvasir_order_
 
     out = tmp_path / "eval"
     # the model's dataset comes from provenance.json's source_dataset
-    assert evaluate_entrypoint(parse(["-d", "915", "-c", "2d_order", "-tr", "nnUNetTrainerORDER_smoke", "-f", "0",
+    assert evaluate_entrypoint(parse(["-d", "945", "-c", "2d_order", "-tr", "nnUNetTrainerORDER_smoke", "-f", "0",
                                       "--no-fid", "--disable-tta", "-device", "cpu", "--no-progress",
                                       "-o", str(out)])) == 0
     report = json.loads((out / "law_evaluation.json").read_text())
