@@ -9,6 +9,8 @@ A label budget is a fold of its own in the real dataset's splits_final.json (nnU
 holds): fold 0's validation cases and a seeded share of its training cases, the 10 % inside the 25 %; 100 % is fold
 0 itself. t0 and p are fixed before any run (SDEdit-style harmonisation at t0 = 0.3, DiffTumor's p = 0.5), not
 chosen on the validation cases; t0 = 0 is the ablation that changes only the generator's part.
+``--copy-paste-strengths T0`` adds the LAW protocol of t0 T0 with copy-paste on top (``_synthmix_copypaste``), paired
+against copy-paste alone: does the generator add anything to what a team gets without it?
 
     python benchmarks/reproduce_law_low_data.py --fractions 0.25 --jobs 2          # reduced scale, CPU
     python benchmarks/reproduce_law_low_data.py --segmenters ORDER "nnU-Net default" --runs 3 1
@@ -36,14 +38,20 @@ BUDGET_FOLDS = {0.1: 5, 0.25: 6, 1.0: 0}
 STRENGTHS = (0.0, 0.3, 0.6, 1.0)  # t0 of the LAW datasets; each (budget, t0) has a dataset id of its own
 SYNTHETIC_PER_REAL = 4  # synthetic cases per real training case of the budget: a pool that p draws from
 LAW_SEED = 0  # law synthesize --seed: every t0 of a budget adds the same lesions to the same hosts
+COPY_PASTE_SUFFIX = "+copy-paste"  # a LAW protocol with on-the-fly copy-paste on top (the _synthmix_copypaste trainers)
 
 
 def law_dataset_id(fraction: float, strength: float) -> int:
     return 530 + 10 * list(BUDGET_FOLDS).index(fraction) + STRENGTHS.index(strength)
 
 
-def protocol_name(strength: float, p: float) -> str:
-    return f"law-t0{strength:g}-p{p:g}".replace("t00", "t0")
+def protocol_name(strength: float, p: float, copy_paste: bool = False) -> str:
+    return f"law-t0{strength:g}-p{p:g}".replace("t00", "t0") + (COPY_PASTE_SUFFIX if copy_paste else "")
+
+
+def protocol_probability(method: str) -> float:
+    """p of a LAW method name (protocol_name)."""
+    return float(method.removesuffix(COPY_PASTE_SUFFIX).split("-p")[-1])
 
 
 def write_budget_folds(r: Reproduction) -> Dict[float, Tuple[List[str], List[str]]]:
@@ -96,20 +104,23 @@ def law_stages(r: Reproduction, fraction: float, strengths: List[float], n_real:
 
 
 def method_models(r: Reproduction, segmenter: str, fraction: float, strengths: List[float], probabilities:
-                  List[float]) -> Dict[str, Tuple[int, str, Dict[str, str]]]:
-    """{method: (dataset id, trainer, extra environment)} of one segmenter at one budget."""
+                  List[float], copy_paste_strengths: List[float] = ()) -> Dict[str, Tuple[int, str, Dict[str, str]]]:
+    """{method: (dataset id, trainer, extra environment)} of one segmenter at one budget; the LAW protocols of
+    ``copy_paste_strengths`` also with copy-paste on top."""
     trainer = r.scale.trainer(SEGMENTERS[segmenter][1])
     methods = {"real": (REAL_ID, trainer, {}), "copy-paste": (REAL_ID, trainer + "_copypaste", {})}
     for strength in strengths:
         for p in probabilities:
-            methods[protocol_name(strength, p)] = (law_dataset_id(fraction, strength), trainer + "_synthmix",
-                                                   {"nnUNet_laworder_synthetic_p": str(p)})
+            for copy_paste in (False, True) if strength in copy_paste_strengths else (False,):
+                methods[protocol_name(strength, p, copy_paste)] = (
+                    law_dataset_id(fraction, strength), trainer + "_synthmix" + ("_copypaste" if copy_paste else ""),
+                    {"nnUNet_laworder_synthetic_p": str(p)})
     return methods
 
 
 def plans_tag(method: str) -> str:
     """Plans identifiers keep models of one trainer apart that differ only in an environment variable (p)."""
-    return "p" + method.split("-p")[-1].replace(".", "") if method.startswith("law-") else ""
+    return f"p{protocol_probability(method):g}".replace(".", "") if method.startswith("law-") else ""
 
 
 def paired_entry(reference: Dict[str, float], other: Dict[str, float]) -> dict:
@@ -131,9 +142,14 @@ def main(argv=None) -> int:
     extra.add_argument("--strengths", nargs="+", type=float, default=[0.0, 0.3], choices=list(STRENGTHS))
     extra.add_argument("--probabilities", nargs="+", type=float, default=[0.5])
     extra.add_argument("--jobs", type=int, default=1, help="trainings at a time (default 1)")
+    extra.add_argument("--copy-paste-strengths", nargs="*", type=float, default=[],
+                       help="t0 of --strengths whose LAW protocols also run with copy-paste on top "
+                            "(methods law-...+copy-paste)")
     known, rest = extra.parse_known_args(argv)
     if not all(0 <= p <= 1 for p in known.probabilities):
         raise SystemExit(f"--probabilities must be in [0, 1], got {known.probabilities}")
+    if not set(known.copy_paste_strengths) <= set(known.strengths):
+        raise SystemExit(f"--copy-paste-strengths must be among --strengths {known.strengths}")
     r = Reproduction.from_args(parse_args(__doc__.split("\n")[0], rest), "reproduce_law_low_data")
     runs = known.runs or [r.scale.runs] * len(known.segmenters)
     if len(runs) != len(known.segmenters):
@@ -151,7 +167,8 @@ def main(argv=None) -> int:
         for segmenter, n_runs in zip(known.segmenters, runs):
             configuration = SEGMENTERS[segmenter][0]
             for method, (dataset_id, trainer, env) in method_models(r, segmenter, fraction, known.strengths,
-                                                                    known.probabilities).items():
+                                                                    known.probabilities,
+                                                                    known.copy_paste_strengths).items():
                 for run in range(n_runs):
                     plan[(segmenter, fraction, method, run)] = (dataset_id, configuration, trainer, fold,
                                                                plans_tag(method), env)
@@ -188,7 +205,7 @@ def main(argv=None) -> int:
                     entry[method]["paired"] = paired_entry(reference, cases)
                 if method.startswith("law-"):  # what the generator adds over copy-paste, and over its composites
                     entry[method]["paired_vs_copy_paste"] = paired_entry(averaged_cases(models["copy-paste"]), cases)
-                    composites = protocol_name(0.0, float(method.split("-p")[-1]))
+                    composites = protocol_name(0.0, protocol_probability(method), method.endswith(COPY_PASTE_SUFFIX))
                     if method != composites and composites in models:
                         entry[method]["paired_vs_" + composites] = paired_entry(averaged_cases(models[composites]),
                                                                                 cases)

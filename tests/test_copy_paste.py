@@ -27,7 +27,7 @@ from nnunet_laworder.errors import InputError
 from nnunet_laworder.training.copy_paste import CopyPasteTransform, HostTracking, Paste, collect_lesions
 from nnunet_laworder.training.data_trainers import (
     COPY_PASTE_VARIABLE, SYNTHETIC_VARIABLE, nnUNetTrainer_smoke_copypaste, nnUNetTrainer_smoke_synthmix,
-    nnUNetTrainerORDER_cpu_copypaste, nnUNetTrainerORDER_cpu_synthmix)
+    nnUNetTrainer_smoke_synthmix_copypaste, nnUNetTrainerORDER_cpu_copypaste, nnUNetTrainerORDER_cpu_synthmix)
 from nnunet_laworder.training.order_trainers import nnUNetTrainer_smoke, seed_everything
 from nnunet_laworder.training.synthetic_mix import SyntheticMix
 
@@ -357,6 +357,29 @@ def test_synthetic_cases_are_drawn_with_probability_p(small_kvasir, nnunet_dirs,
         view.load_case(case)
     drawn = np.mean([case in synthetic for case in recorder.loaded])
     assert abs(drawn - 0.4) < 0.03 and set(recorder.loaded) == set(recorder.identifiers)
+
+
+def test_synthetic_mix_with_copy_paste_pastes_the_real_cases_lesions(small_kvasir, nnunet_dirs, monkeypatch):
+    names = sorted(small_kvasir)
+    synthetic = {f"law_{i:05d}": (np.full_like(small_kvasir[name][0], MARKER), small_kvasir[name][1])
+                 for i, name in enumerate(names[:2])}
+    real_training = names[2:6]
+    plans, dataset_json = write_dataset(nnunet_dirs, {**small_kvasir, **synthetic},
+                                        [{"train": real_training + sorted(synthetic), "val": names[6:]}],
+                                        synthetic=sorted(synthetic))
+    monkeypatch.setenv(SYNTHETIC_VARIABLE, "0.5")
+    monkeypatch.setenv(COPY_PASTE_VARIABLE, "1")
+    trainer = nnUNetTrainer_smoke_synthmix_copypaste(plans, "2d", 0, dataset_json, torch.device("cpu"))
+    batches = training_batches(trainer, 30)
+    # the lesions come from the real training cases only (the marked synthetic ones would show in the bank)
+    assert {lesion.case for lesion in trainer.copy_paste.bank.lesions} == set(real_training)
+    fraction = np.mean([sample.mean().item() > MARKER / 4 for batch in batches for sample in batch])
+    assert abs(fraction - 0.5) < 0.15, fraction
+    log = open(trainer.log_file).read()
+    assert "copy-paste probability: 1.0" in log and "synthetic probability: 0.5" in log
+    mix, _ = trainer.get_tr_and_val_datasets()
+    assert isinstance(mix, SyntheticMix) and isinstance(mix.dataset, HostTracking)
+    assert mix.identifiers == real_training and mix.synthetic == sorted(synthetic)
 
 
 def test_a_synthetic_validation_case_is_refused(small_kvasir, nnunet_dirs):

@@ -80,8 +80,10 @@ class Paste:
     alpha: np.ndarray  # (*box size): the blurred mask, the lesion's weight on the image
 
 
-def collect_lesions(dataset, label: int, patch_size: Sequence[int]) -> LesionBank:
-    """The lesions of ``dataset``'s cases (nnU-Net's dataset: ``identifiers``, ``load_case``): every connected
+def collect_lesions(dataset, label: int, patch_size: Sequence[int], cases: Optional[Sequence[str]] = None
+                    ) -> LesionBank:
+    """The lesions of ``dataset``'s cases (nnU-Net's dataset: ``identifiers``, ``load_case``; ``cases``: some of
+    its identifiers, default all): every connected
     component of ``label`` of at least MIN_LESION_VOXELS voxels that fits the network's ``patch_size`` (2D patches
     of 3D cases: slice by slice), and the organ they lie in: the foreground label bordering most of them, if it
     borders at least half. The lesions are held in memory (a few voxels each), which nnU-Net's forked augmentation
@@ -92,7 +94,7 @@ def collect_lesions(dataset, label: int, patch_size: Sequence[int]) -> LesionBan
         structure[[0, 2]] = False  # no neighbours across slices
     margins = (0, MARGIN, MARGIN) if slice_wise else (MARGIN,) * 3
     lesions, bordering = [], Counter()
-    for case in dataset.identifiers:
+    for case in dataset.identifiers if cases is None else cases:
         data, seg, _, _ = dataset.load_case(case)
         seg = np.asarray(seg[0])  # nnU-Net's blosc2 arrays decompress on reading
         components, _ = ndimage.label(seg == label, structure)

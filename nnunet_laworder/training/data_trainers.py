@@ -3,9 +3,10 @@ cases (``copy_paste``, TumorCP) and synthetic cases drawn with a probability (``
 
 Each is a mixin placed before a plugin trainer, nnU-Net's variant style: ``class X(CopyPasteTrainer,
 nnUNetTrainerORDER_cpu)``; the variants below cover ORDER, MK-UNet and nnU-Net's default network at the ``_cpu``
-and ``_smoke`` budgets. The probability is a class attribute that ``nnUNet_laworder_copy_paste_p`` /
-``nnUNet_laworder_synthetic_p`` override for a run (0 to 1; anything else is an error when the trainer is made,
-before any training), so that a study sweeps p without new classes.
+and ``_smoke`` budgets, each as ``_copypaste``, ``_synthmix`` and both (``_synthmix_copypaste``). The probability
+is a class attribute that ``nnUNet_laworder_copy_paste_p`` / ``nnUNet_laworder_synthetic_p`` override for a run (0
+to 1; anything else is an error when the trainer is made, before any training), so that a study sweeps p without new
+classes.
 
 Both step in where nnU-Net's get_dataloaders makes the training pipeline: get_training_transforms (the copy-paste
 transform goes first) and get_tr_and_val_datasets (the lesions come from the fold's training cases only; the
@@ -63,12 +64,16 @@ class CopyPasteTrainer(ScheduledTrainer):
                                "copy-paste would have no transform to go to")
         # the highest foreground label: KiTS's tumour (inside the kidney), Kvasir's polyp
         label = max(self.label_manager.foreground_labels)
-        bank = collect_lesions(training, label, self.configuration_manager.patch_size)
+        bank = collect_lesions(training, label, self.configuration_manager.patch_size, self.lesion_donors(training))
         if not bank.lesions:
             raise InputError(f"copy-paste: fold {self.fold}'s training cases have no lesion of label {label} to paste")
         self.print_to_log_file(f"copy-paste from the training cases: {bank}")
         self.copy_paste.bank = bank
         return HostTracking(training, self.copy_paste), validation
+
+    def lesion_donors(self, training) -> list:
+        """The cases whose lesions are pasted: all of the fold's training cases."""
+        return list(training.identifiers)
 
 
 class SyntheticMixTrainer(ScheduledTrainer):
@@ -102,6 +107,17 @@ class SyntheticMixTrainer(ScheduledTrainer):
         self.print_to_log_file(f"training samples: synthetic ({len(synthetic)} cases) with probability "
                                f"{self.synthetic_p}, real ({len(mix.identifiers)} cases) otherwise")
         return mix, validation
+
+
+class SyntheticMixCopyPasteTrainer(SyntheticMixTrainer, CopyPasteTrainer):
+    """Both: a synthetic case drawn with probability ``synthetic_probability``, then, on whichever case was drawn,
+    copy-paste of a real training case's lesion with probability ``copy_paste_probability``. Asks whether the
+    generator's cases add anything to what copy-paste alone gives."""
+
+    def lesion_donors(self, training) -> list:
+        # synthetic cases hold real lesions again (their host's and an added one): pasting from them would weigh
+        # those lesions several times over
+        return [case for case in training.identifiers if case not in self.synthetic_cases]
 
 
 class nnUNetTrainerORDER_cpu_copypaste(CopyPasteTrainer, nnUNetTrainerORDER_cpu):
@@ -149,4 +165,28 @@ class nnUNetTrainer_cpu_synthmix(SyntheticMixTrainer, nnUNetTrainer_cpu):
 
 
 class nnUNetTrainer_smoke_synthmix(SyntheticMixTrainer, nnUNetTrainer_smoke):
+    pass
+
+
+class nnUNetTrainerORDER_cpu_synthmix_copypaste(SyntheticMixCopyPasteTrainer, nnUNetTrainerORDER_cpu):
+    pass
+
+
+class nnUNetTrainerORDER_smoke_synthmix_copypaste(SyntheticMixCopyPasteTrainer, nnUNetTrainerORDER_smoke):
+    pass
+
+
+class nnUNetTrainerMKUNet_cpu_synthmix_copypaste(SyntheticMixCopyPasteTrainer, nnUNetTrainerMKUNet_cpu):
+    pass
+
+
+class nnUNetTrainerMKUNet_smoke_synthmix_copypaste(SyntheticMixCopyPasteTrainer, nnUNetTrainerMKUNet_smoke):
+    pass
+
+
+class nnUNetTrainer_cpu_synthmix_copypaste(SyntheticMixCopyPasteTrainer, nnUNetTrainer_cpu):
+    pass
+
+
+class nnUNetTrainer_smoke_synthmix_copypaste(SyntheticMixCopyPasteTrainer, nnUNetTrainer_smoke):
     pass
