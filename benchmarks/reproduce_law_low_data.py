@@ -17,7 +17,8 @@ against copy-paste alone: does the generator add anything to what a team gets wi
 
 ``--jobs 2`` trains two models at a time (each at one torch thread, one core each: the plugin's small-network
 trainers ran 1.05x slower beside a busy core, benchmarks/results/cpu/shared_cpu_load.json). Writes
-``WORK/results/law_low_data.{md,json}`` and ``law_low_data_grid.png``.
+``WORK/results/law_low_data.{md,json}`` (rows of earlier runs at the same scale kept: a budget run on its own
+adds to the table) and ``law_low_data_grid.png``.
 """
 import argparse
 import json
@@ -38,6 +39,7 @@ BUDGET_FOLDS = {0.1: 5, 0.25: 6, 1.0: 0}
 STRENGTHS = (0.0, 0.3, 0.6, 1.0)  # t0 of the LAW datasets; each (budget, t0) has a dataset id of its own
 SYNTHETIC_PER_REAL = 4  # synthetic cases per real training case of the budget: a pool that p draws from
 LAW_SEED = 0  # law synthesize --seed: every t0 of a budget adds the same lesions to the same hosts
+RESULTS_TAG = "law_low_data"
 COPY_PASTE_SUFFIX = "+copy-paste"  # a LAW protocol with on-the-fly copy-paste on top (the _synthmix_copypaste trainers)
 
 
@@ -185,8 +187,6 @@ def main(argv=None) -> int:
     r.run_parallel([stage(k) for k in law_models], known.jobs)
 
     rows: Dict[str, Dict[str, Dict[str, dict]]] = {}
-    lines = ["| segmenter | labels | method | Dice (runs) | paired vs real, points [95% CI] | improved / equal / "
-             "worse | vs copy-paste |", "|---|---:|---|---:|---:|---:|---:|"]
     for segmenter in known.segmenters:
         for fraction in known.fractions:
             models = {}
@@ -198,8 +198,8 @@ def main(argv=None) -> int:
             entry = rows.setdefault(segmenter, {}).setdefault(str(fraction), {})
             for method, trained in models.items():
                 cases = averaged_cases(trained)
-                runs_dice = [m["foreground_mean"]["Dice"]["cases"]["mean"] for m in trained]
-                entry[method] = {"dice": float(np.mean(list(cases.values()))), "runs": runs_dice,
+                entry[method] = {"dice": float(np.mean(list(cases.values()))),
+                                 "runs": [m["foreground_mean"]["Dice"]["cases"]["mean"] for m in trained],
                                  "training_cases": len(budgets[fraction][0])}
                 if method != "real":
                     entry[method]["paired"] = paired_entry(reference, cases)
@@ -209,21 +209,40 @@ def main(argv=None) -> int:
                     if method != composites and composites in models:
                         entry[method]["paired_vs_" + composites] = paired_entry(averaged_cases(models[composites]),
                                                                                 cases)
-                lines.append(
-                    f"| {segmenter} | {fraction:.0%} ({len(budgets[fraction][0])}) | {method} | "
-                    f"{100 * entry[method]['dice']:.1f} ({', '.join(f'{100 * d:.1f}' for d in runs_dice)}) | "
-                    + (paired_cells(entry[method]["paired"]) if "paired" in entry[method] else "reference | |")
-                    + (f" {paired_cells(entry[method]['paired_vs_copy_paste']).split(' |')[0]} |"
-                       if "paired_vs_copy_paste" in entry[method] else " |"))
-    r.write_table("law_low_data", "Where labels are scarce: real only vs copy-paste vs LAW added lesions", lines,
-                  {"rows": rows, "budget_folds": {str(f): BUDGET_FOLDS[f] for f in known.fractions},
-                   "protocols": {"strengths": known.strengths, "probabilities": known.probabilities,
-                                 "synthetic_per_real": SYNTHETIC_PER_REAL, "law_seed": LAW_SEED,
+    rows = merged_rows(r.results / f"{RESULTS_TAG}.json", r.scale.name, rows)
+    r.write_table(RESULTS_TAG, "Where labels are scarce: real only vs copy-paste vs LAW added lesions", table(rows),
+                  {"rows": rows, "budget_folds": {str(f): BUDGET_FOLDS[f] for f in BUDGET_FOLDS},
+                   "protocols": {"synthetic_per_real": SYNTHETIC_PER_REAL, "law_seed": LAW_SEED,
                                  "chosen": "fixed before any run (not on validation)"}})
     grid = law_grid(r, known.fractions[0], known.strengths)
     if grid:
         print(f"grid: {grid}")
     return 0
+
+
+def merged_rows(file: Path, scale: str, rows: dict) -> dict:
+    """This run's rows over those of the earlier runs in ``file`` (same scale): a budget or method run on its own
+    (``--fractions 0.1``) adds to the table rather than replacing it."""
+    earlier = read_json(file)["rows"] if file.exists() and read_json(file).get("scale") == scale else {}
+    for segmenter, fractions in rows.items():
+        for fraction, methods in fractions.items():
+            earlier.setdefault(segmenter, {}).setdefault(fraction, {}).update(methods)
+    return {s: {f: earlier[s][f] for f in sorted(earlier[s], key=float)} for s in earlier}
+
+
+def table(rows: dict) -> List[str]:
+    lines = ["| segmenter | labels | method | Dice (runs) | paired vs real, points [95% CI] | improved / equal / "
+             "worse | vs copy-paste |", "|---|---:|---|---:|---:|---:|---:|"]
+    for segmenter, fractions in rows.items():
+        for fraction, methods in fractions.items():
+            for method, entry in methods.items():
+                lines.append(
+                    f"| {segmenter} | {float(fraction):.0%} ({entry['training_cases']}) | {method} | "
+                    f"{100 * entry['dice']:.1f} ({', '.join(f'{100 * d:.1f}' for d in entry['runs'])}) | "
+                    + (paired_cells(entry["paired"]) if "paired" in entry else "reference | |")
+                    + (f" {paired_cells(entry['paired_vs_copy_paste']).split(' |')[0]} |"
+                       if "paired_vs_copy_paste" in entry else " |"))
+    return lines
 
 
 def law_grid(r: Reproduction, fraction: float, strengths: List[float], n: int = 6) -> Optional[Path]:
