@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -27,10 +28,38 @@ def executable(cmd: list) -> list:
 
 def run(cmd, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run a console script (nnUNetv2_*, nnunet-laworder) and fail with its output when it fails."""
-    result = subprocess.run(executable(cmd), env=env, capture_output=True, text=True, timeout=timeout)
+    return succeeded(subprocess.run(executable(cmd), env=env, capture_output=True, text=True, timeout=timeout), cmd)
+
+
+def succeeded(result: subprocess.CompletedProcess, cmd: list) -> subprocess.CompletedProcess:
+    """``result`` of ``cmd``; the test fails with the command's output unless it exited with status 0."""
     assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n" \
                                    f"{result.stderr[-4000:]}"
     return result
+
+
+# nnU-Net's default trainer and ORDER's smoke trainer cut to one epoch of two iterations: the cheapest real nnU-Net
+# result folders, for tests that read a trained model's files but not what it learned
+SHORT_TRAINERS = textwrap.dedent('''
+    from nnunet_laworder.training.order_trainers import ScheduledTrainer, nnUNetTrainerORDER_smoke
+
+
+    class nnUNetTrainer_twoIterations(ScheduledTrainer):
+        """nnU-Net's default network and recipe, unseeded (no schedule seed), as nnUNetTrainer trains it."""
+        schedule = (1, 2, 1)
+
+
+    class nnUNetTrainerORDER_twoIterations(nnUNetTrainerORDER_smoke):
+        schedule = (1, 2, 1)
+''')
+
+
+def short_trainers(root: Path) -> Path:
+    """A folder for nnUNet_extTrainer (beside the plugin's) that holds SHORT_TRAINERS."""
+    folder = root / "short_trainers"
+    folder.mkdir()
+    (folder / "short_trainers.py").write_text(SHORT_TRAINERS)
+    return folder
 
 
 def tiny_2d_plans(architecture: dict, patch_size=(16, 16)) -> tuple:

@@ -6,11 +6,14 @@ own files, read back whole, so what a user would see on the terminal is what a t
 imports print on stderr would have been part of every command's stderr: the runner keeps it for the test to check.
 Start-up cost was most of each case (about 6 s of 7), and test_bad_input runs thirty commands.
 """
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from nnunet_helpers import succeeded
 
 # what the subcommands import when they run (each cli.py imports its engine inside the command)
 ENGINES = ("torch", "nnunetv2.inference.predict_from_raw_data", "nnunet_laworder.demo.pipeline",
@@ -72,6 +75,23 @@ class PreloadedCli:
         return subprocess.CompletedProcess(["nnunet-laworder", *argv], reply["returncode"], stdout.read_text(),
                                            stderr.read_text())
 
+    def check(self, argv: list) -> subprocess.CompletedProcess:
+        """``run``, and the test fails with the command's output unless it exited with status 0 (as
+        nnunet_helpers.run)."""
+        return succeeded(self.run(argv), ["nnunet-laworder", *argv])
+
     def close(self):
         self.server.stdin.close()
         self.server.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def preloaded_cli(env: dict):
+    """A ``PreloadedCli`` in ``env`` while the block runs; closed after it."""
+    cli = PreloadedCli(env)
+    try:
+        yield cli
+    finally:
+        cli.close()
+    # the imports a user's command would pay for print nothing on stderr, so each command's stderr is all it printed
+    assert cli.import_stderr.read_text().strip() == ""

@@ -15,7 +15,7 @@ import pytest
 
 from law_fixtures import law_folders, law_kvasir  # noqa: F401  (module-scoped pytest fixtures)
 from nnunet_helpers import files_under, nnunet_env
-from preloaded_cli import PreloadedCli
+from preloaded_cli import PreloadedCli, preloaded_cli
 
 UNFINISHED_TRAINER = "nnUNetTrainer_smoke"  # its 2d fold 0 folder exists, its checkpoint does not
 COMPLEXITY = ["complexity", "--arch", "order", "--dim", "2", "--input-channels", "3", "--num-classes", "2"]
@@ -108,11 +108,8 @@ def unfinished_fold(law_kvasir):  # noqa: F811
 @pytest.fixture(scope="module")
 def cli(law_folders):  # noqa: F811
     """The command line in the module's nnU-Net folders (both tests' cases see the same ones)."""
-    preloaded = PreloadedCli(nnunet_env(law_folders))
-    yield preloaded
-    preloaded.close()
-    # the imports a user's command would pay for print nothing on stderr, so each command's stderr is all it printed
-    assert preloaded.import_stderr.read_text().strip() == ""
+    with preloaded_cli(nnunet_env(law_folders)) as preloaded:  # its imports must print nothing on stderr
+        yield preloaded
 
 
 def assert_refused(cli: PreloadedCli, argv: list, expected: str, folders: dict, places: dict) -> None:

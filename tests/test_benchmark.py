@@ -1,19 +1,22 @@
 """``nnunet-laworder benchmark`` on the plans of a real Kvasir-SEG subset (nnU-Net's own planning, on CPU)."""
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from nnunet_helpers import files_under, nnunet_env, run
+from nnunet_helpers import files_under, nnunet_env, run, short_trainers
 from nnunet_laworder.cli import main
 from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation.benchmark import FIGURES
 from nnunet_laworder.evaluation.models import pair_by_position
+from preloaded_cli import preloaded_cli
 
 DATASET_ID = 511
 CASES = 8
-SMOKE = "nnUNetTrainer_smoke"  # nnU-Net's default network on 2d, 3 x 8 iterations
+TRAINED = "nnUNetTrainer_twoIterations"  # nnU-Net's default network on 2d (nnunet_helpers.SHORT_TRAINERS)
 
 
 def test_options_pair_by_position_and_broadcast_a_single_value():
@@ -38,10 +41,12 @@ def test_bad_predict_options_are_refused_before_any_work(nnunet_dirs, capsys, op
     assert option in err and "998" not in err and "\n" not in err
 
 
-def planned_kvasir_subset(root: Path, dataset_id: int, cases: int, archs=("order", "mkunet")) -> dict:
+@contextlib.contextmanager
+def planned_kvasir_subset(root: Path, dataset_id: int, cases: int, archs=("order", "mkunet")):
     """The first ``cases`` Kvasir-SEG pairs at 64 px (a ~64 x 56 patch, so nnU-Net's default network stays small
     for a 2-core machine), converted, planned and preprocessed (2d) by nnU-Net, plus ``2d_<arch>`` configurations.
-    Returns the nnU-Net folders; the caller exports them."""
+    Yields ``(env, dirs, cli)`` while the block runs: the environment of child processes (SHORT_TRAINERS on
+    nnUNet_extTrainer), nnU-Net's folders (exported here too, with nnUNet_extTrainer) and a PreloadedCli in env."""
     from conftest import require_data
 
     src = require_data("kvasir-seg")
@@ -53,36 +58,34 @@ def planned_kvasir_subset(root: Path, dataset_id: int, cases: int, archs=("order
         shutil.copy(image, official / "images" / image.name)
         shutil.copy(src / "masks" / image.name, official / "masks" / image.name)
     env = nnunet_env(dirs)
-    run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(dataset_id), "--max-size", "64"], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "-np", "1"], env)
-    with pytest.MonkeyPatch.context() as mp:
-        for name, path in dirs.items():
-            mp.setenv(name, str(path))
+    env["nnUNet_extTrainer"] += os.pathsep + str(short_trainers(root))
+    with preloaded_cli(env) as cli, pytest.MonkeyPatch.context() as mp:
+        cli.check(["convert", "kvasir-seg", str(official), "-d", str(dataset_id), "--max-size", "64"])
+        run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "-np", "1"], env)
+        for name in (*dirs, "nnUNet_extTrainer"):
+            mp.setenv(name, env[name])
         for arch in archs:
             assert main(["plans", "-d", str(dataset_id), "-c", "2d", "--arch", arch]) == 0
-    return dirs
+        yield env, dirs, cli
 
 
 @pytest.fixture(scope="module")
 def kvasir_plans(tmp_path_factory):
     root = tmp_path_factory.mktemp("benchmark")
-    dirs = planned_kvasir_subset(root, DATASET_ID, CASES)
-    with pytest.MonkeyPatch.context() as mp:
-        for name, path in dirs.items():
-            mp.setenv(name, str(path))
-        yield nnunet_env(dirs), dirs, root
+    with planned_kvasir_subset(root, DATASET_ID, CASES) as (env, dirs, cli):
+        yield env, dirs, root, cli
 
 
 @pytest.mark.slow
 def test_benchmark_rows_ratios_and_gmacs(kvasir_plans):
     from nnunet_laworder.evaluation.complexity import network_complexity
 
-    env, dirs, root = kvasir_plans
+    env, dirs, root, cli = kvasir_plans
     out_json, out_png = root / "bench.json", root / "bench.png"
     # -c without 2d: nnU-Net's default configuration is added as the reference
-    result = run(["nnunet-laworder", "benchmark", "-d", str(DATASET_ID), "-c", "2d_order", "2d_mkunet",
-                  "-device", "cpu", "--repeats", "2", "--warmup", "1", "--threads", "1",
-                  "--json", str(out_json), "--png", str(out_png)], env)
+    result = cli.check(["benchmark", "-d", str(DATASET_ID), "-c", "2d_order", "2d_mkunet", "-device", "cpu",
+                        "--repeats", "2", "--warmup", "1", "--threads", "1", "--json", str(out_json),
+                        "--png", str(out_png)])
     report = json.loads(out_json.read_text())
     rows = {row["configuration"]: row for row in report["rows"]}
     assert set(rows) == {"2d", "2d_order", "2d_mkunet"}
@@ -139,22 +142,22 @@ def test_predict_needs_the_trained_model_before_anything_is_measured(kvasir_plan
 
 
 @pytest.fixture(scope="module")
-def smoke_model(kvasir_plans):
-    env, dirs, root = kvasir_plans
+def trained_model(kvasir_plans):
+    env, dirs, root, cli = kvasir_plans
     # augmentation in the training process: no worker start-up for a few iterations
-    run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", SMOKE, "-device", "cpu"],
+    run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", TRAINED, "-device", "cpu"],
         dict(env, nnUNet_n_proc_DA="0"))
     return kvasir_plans
 
 
 @pytest.mark.slow
-def test_benchmark_predict_times_nnunet_predict_per_case_with_and_without_mirroring(smoke_model):
-    env, dirs, root = smoke_model
+def test_benchmark_predict_times_nnunet_predict_per_case_with_and_without_mirroring(trained_model):
+    env, dirs, root, cli = trained_model
     out_json, out_png = root / "predict.json", root / "predict.png"
     before = files_under(dirs.values())
-    result = run(["nnunet-laworder", "benchmark", "-d", str(DATASET_ID), "-c", "2d", "-tr", SMOKE, "-device", "cpu",
-                  "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-memory", "--predict",
-                  "--predict-cases", "3", "--json", str(out_json), "--png", str(out_png)], env)
+    result = cli.check(["benchmark", "-d", str(DATASET_ID), "-c", "2d", "-tr", TRAINED, "-device", "cpu",
+                        "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-memory", "--predict",
+                        "--predict-cases", "3", "--json", str(out_json), "--png", str(out_png)])
     assert files_under(dirs.values()) == before  # predictions went to a temporary folder only
 
     report = json.loads(out_json.read_text())

@@ -1,41 +1,28 @@
 """``nnunet-laworder compare`` on real nnU-Net result folders from short CPU trainings of a Kvasir-SEG subset.
 
 One module-wide setup (the expensive part): a 10-case subset at 64 px, planned by nnU-Net, with
-* nnU-Net's default network on ``2d``, folds 0 and 1, trained by a test trainer of two iterations (nnU-Net's own
-  recipe otherwise; its near-initial predictions give Dice values that differ from case to case);
-* ORDER on ``2d_order``, fold 0 only, with ``nnUNetTrainerORDER_smoke``, so ``-f 0 1`` misses a fold.
+* nnU-Net's default network on ``2d``, folds 0 and 1, trained for two iterations (nnunet_helpers.SHORT_TRAINERS:
+  nnU-Net's own recipe otherwise; its near-initial predictions give Dice values that differ from case to case);
+* ORDER on ``2d_order``, fold 0 only, with the smoke recipe cut to two iterations too, so ``-f 0 1`` misses a fold.
+The module trains its own models: compare needs both networks, two folds of one, on one dataset, which no session
+fixture trains. ``nnunet-laworder`` commands run forked from one preloaded process (preloaded_cli.py).
 """
 import json
 import os
 import shutil
-import textwrap
 
 import numpy as np
 import pytest
 
-from nnunet_helpers import nnunet_env, run
+from nnunet_helpers import run
 from nnunet_laworder.cli import main
 from test_benchmark import planned_kvasir_subset
 
 DATASET_ID = 512
 CASES = 10  # nnU-Net's five folds: two validation cases each
-BASELINE, ORDER = "nnUNetTrainer_compareTest", "nnUNetTrainerORDER_smoke"
+BASELINE, ORDER = "nnUNetTrainer_twoIterations", "nnUNetTrainerORDER_twoIterations"
 BASELINE_ID = f"{BASELINE}__nnUNetPlans__2d"
 ORDER_ID = f"{ORDER}__nnUNetPlans__2d_order"
-
-TEST_TRAINER = textwrap.dedent('''
-    import torch
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-
-    class nnUNetTrainer_compareTest(nnUNetTrainer):
-        """nnU-Net's default trainer, two training iterations: the cheapest real nnU-Net result folder."""
-
-        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                     device: torch.device = torch.device("cuda")):
-            super().__init__(plans, configuration, fold, dataset_json, device)
-            self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 2, 1
-''')
 
 
 def test_unknown_dataset_is_an_input_error(nnunet_dirs, capsys):
@@ -46,19 +33,13 @@ def test_unknown_dataset_is_an_input_error(nnunet_dirs, capsys):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    dirs = planned_kvasir_subset(root, DATASET_ID, CASES, archs=("order",))
-    extra_trainers = root / "extra_trainers"
-    extra_trainers.mkdir()
-    (extra_trainers / "compare_test_trainers.py").write_text(TEST_TRAINER)
-    env = nnunet_env(dirs)
-    env["nnUNet_extTrainer"] += os.pathsep + str(extra_trainers)
-    env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process: no worker start-up for a few iterations
-    for configuration, trainer, fold in (("2d", BASELINE, 0), ("2d", BASELINE, 1), ("2d_order", ORDER, 0)):
-        run(["nnUNetv2_train", str(DATASET_ID), configuration, str(fold), "-tr", trainer, "-device", "cpu"], env)
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
-            mp.setenv(name, env[name])
-        yield env, dirs, root, next(dirs["nnUNet_results"].glob(f"Dataset{DATASET_ID}_*"))
+    with planned_kvasir_subset(root, DATASET_ID, CASES, archs=("order",)) as (env, dirs, cli):
+        # augmentation in the training process: no worker start-up for a few iterations
+        train_env = dict(env, nnUNet_n_proc_DA="0")
+        for configuration, trainer, fold in (("2d", BASELINE, 0), ("2d", BASELINE, 1), ("2d_order", ORDER, 0)):
+            run(["nnUNetv2_train", str(DATASET_ID), configuration, str(fold), "-tr", trainer, "-device", "cpu"],
+                train_env)
+        yield env, dirs, root, next(dirs["nnUNet_results"].glob(f"Dataset{DATASET_ID}_*")), cli
 
 
 def summary(model_folder, fold) -> dict:
@@ -73,10 +54,10 @@ def nanmean(values):
 def test_compare_equals_nnunet_summaries_and_flags_the_missing_fold(trained):
     from nnunet_laworder.evaluation.complexity import network_complexity
 
-    env, dirs, root, results = trained
+    env, dirs, root, results, cli = trained
     out_json, out_png = root / "compare.json", root / "compare.png"
-    result = run(["nnunet-laworder", "compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE,
-                  ORDER, "-f", "0", "1", "--json", str(out_json), "--png", str(out_png)], env)
+    result = cli.check(["compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER,
+                        "-f", "0", "1", "--json", str(out_json), "--png", str(out_png)])
     report = json.loads(out_json.read_text())
     models = {m["identifier"]: m for m in report["models"]}
     assert list(models) == [BASELINE_ID, ORDER_ID] and report["reference"] == BASELINE_ID
@@ -126,7 +107,7 @@ def test_compare_equals_nnunet_summaries_and_flags_the_missing_fold(trained):
 def test_statistics_over_cases_equal_nnunet_cross_validation_summary(trained):
     """nnU-Net's own merged evaluation of both folds is the statistics over cases; with only that summary (no fold
     summaries) compare falls back to it."""
-    env, dirs, root, results = trained
+    env, dirs, root, results, cli = trained
     run(["nnUNetv2_accumulate_crossval_results", str(DATASET_ID), "-c", "2d", "-tr", BASELINE, "-f", "0", "1"],
         env)
     merged = json.loads((results / BASELINE_ID / "crossval_results_folds_0_1" / "summary.json").read_text())
@@ -155,13 +136,13 @@ def test_statistics_over_cases_equal_nnunet_cross_validation_summary(trained):
 
 @pytest.mark.slow
 def test_latency_from_benchmark_json(trained):
-    env, dirs, root, results = trained
+    env, dirs, root, results, cli = trained
     bench_json, out_png = root / "bench.json", root / "compare_latency.png"
-    run(["nnunet-laworder", "benchmark", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER,
-         "-device", "cpu", "--repeats", "1", "--warmup", "0", "--no-memory", "--json", str(bench_json)], env)
+    cli.check(["benchmark", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER, "-device", "cpu",
+               "--repeats", "1", "--warmup", "0", "--no-memory", "--json", str(bench_json)])
     bench = {row["identifier"]: row for row in json.loads(bench_json.read_text())["rows"]}
-    result = run(["nnunet-laworder", "compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE,
-                  ORDER, "-f", "0", "--benchmark-json", str(bench_json), "--png", str(out_png)], env)
+    result = cli.check(["compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER, "-f", "0",
+                        "--benchmark-json", str(bench_json), "--png", str(out_png)])
     for line, identifier in zip([l for l in result.stdout.splitlines() if l.startswith("| nnUNetTrainer")],
                                 (BASELINE_ID, ORDER_ID)):
         assert line.startswith(f"| {identifier}")
@@ -173,7 +154,7 @@ def test_latency_from_benchmark_json(trained):
 
 @pytest.mark.slow
 def test_models_without_results_are_input_errors(trained, capsys):
-    env, dirs, root, results = trained
+    env, dirs, root, results, cli = trained
     assert main(["compare", "-d", str(DATASET_ID), "-c", "2d_order", "-tr", "nnUNetTrainerORDER"]) == 2
     err = capsys.readouterr().err
     assert str(results / "nnUNetTrainerORDER__nnUNetPlans__2d_order") in err and "nnUNetv2_train" in err
@@ -186,10 +167,10 @@ def test_models_without_results_are_input_errors(trained, capsys):
 
 @pytest.mark.slow
 def test_paired_comparison_equals_a_hand_computation_on_the_summaries(trained):
-    env, dirs, root, results = trained
+    env, dirs, root, results, cli = trained
     out_json = root / "compare_paired.json"
-    result = run(["nnunet-laworder", "compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE,
-                  ORDER, "-f", "0", "--paired", "2d", "--json", str(out_json)], env)
+    result = cli.check(["compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER, "-f", "0",
+                        "--paired", "2d", "--json", str(out_json)])
     report = json.loads(out_json.read_text())
     assert report["paired_reference"] == BASELINE_ID
     stats = report["paired"][f"{ORDER_ID} vs {BASELINE_ID}"]
