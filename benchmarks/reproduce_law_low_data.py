@@ -11,6 +11,7 @@ holds): fold 0's validation cases and a seeded share of its training cases, the 
 chosen on the validation cases; t0 = 0 is the ablation that changes only the generator's part.
 ``--copy-paste-strengths T0`` adds the LAW protocol of t0 T0 with copy-paste on top (``_synthmix_copypaste``), paired
 against copy-paste alone: does the generator add anything to what a team gets without it?
+``--methods`` trains and reports only the methods named (real only always: it is every pairing's reference).
 
     python benchmarks/reproduce_law_low_data.py --fractions 0.25 --jobs 2          # reduced scale, CPU
     python benchmarks/reproduce_law_low_data.py --segmenters ORDER "nnU-Net default" --runs 3 1
@@ -147,6 +148,9 @@ def main(argv=None) -> int:
     extra.add_argument("--copy-paste-strengths", nargs="*", type=float, default=[],
                        help="t0 of --strengths whose LAW protocols also run with copy-paste on top "
                             "(methods law-...+copy-paste)")
+    extra.add_argument("--methods", nargs="+", default=None,
+                       help="only these methods (names as in the table, e.g. copy-paste law-t0.3-p0.5+copy-paste); "
+                            "real only always runs; the table keeps earlier runs' rows")
     known, rest = extra.parse_known_args(argv)
     if not all(0 <= p <= 1 for p in known.probabilities):
         raise SystemExit(f"--probabilities must be in [0, 1], got {known.probabilities}")
@@ -156,6 +160,10 @@ def main(argv=None) -> int:
     runs = known.runs or [r.scale.runs] * len(known.segmenters)
     if len(runs) != len(known.segmenters):
         raise SystemExit("--runs pairs with --segmenters by position")
+    offered = {method for segmenter in known.segmenters for fraction in known.fractions for method in
+               method_models(r, segmenter, fraction, known.strengths, known.probabilities, known.copy_paste_strengths)}
+    if set(known.methods or ()) - offered:
+        raise SystemExit(f"--methods: {sorted(set(known.methods) - offered)} not among {sorted(offered)}")
     r.run(r.prepare_real())
     budgets = write_budget_folds(r)
 
@@ -171,6 +179,8 @@ def main(argv=None) -> int:
             for method, (dataset_id, trainer, env) in method_models(r, segmenter, fraction, known.strengths,
                                                                     known.probabilities,
                                                                     known.copy_paste_strengths).items():
+                if known.methods and method not in known.methods + ["real"]:  # real only: every pairing's reference
+                    continue
                 for run in range(n_runs):
                     plan[(segmenter, fraction, method, run)] = (dataset_id, configuration, trainer, fold,
                                                                plans_tag(method), env)
@@ -203,8 +213,9 @@ def main(argv=None) -> int:
                                  "training_cases": len(budgets[fraction][0])}
                 if method != "real":
                     entry[method]["paired"] = paired_entry(reference, cases)
-                if method.startswith("law-"):  # what the generator adds over copy-paste, and over its composites
+                if method.startswith("law-") and "copy-paste" in models:  # what the generator adds over copy-paste
                     entry[method]["paired_vs_copy_paste"] = paired_entry(averaged_cases(models["copy-paste"]), cases)
+                if method.startswith("law-"):  # and over its composites
                     composites = protocol_name(0.0, protocol_probability(method), method.endswith(COPY_PASTE_SUFFIX))
                     if method != composites and composites in models:
                         entry[method]["paired_vs_" + composites] = paired_entry(averaged_cases(models[composites]),
@@ -213,7 +224,8 @@ def main(argv=None) -> int:
     r.write_table(RESULTS_TAG, "Where labels are scarce: real only vs copy-paste vs LAW added lesions", table(rows),
                   {"rows": rows, "budget_folds": {str(f): BUDGET_FOLDS[f] for f in BUDGET_FOLDS},
                    "protocols": {"synthetic_per_real": SYNTHETIC_PER_REAL, "law_seed": LAW_SEED,
-                                 "chosen": "fixed before any run (not on validation)"}})
+                                 "chosen": "t0 and p fixed before any run (not on validation); copy-paste on top of "
+                                           "LAW added after the first 25 % results, on the same validation cases"}})
     grid = law_grid(r, known.fractions[0], known.strengths)
     if grid:
         print(f"grid: {grid}")
