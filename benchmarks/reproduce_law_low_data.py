@@ -160,17 +160,7 @@ def main(argv=None) -> int:
     runs = known.runs or [r.scale.runs] * len(known.segmenters)
     if len(runs) != len(known.segmenters):
         raise SystemExit("--runs pairs with --segmenters by position")
-    offered = {method for segmenter in known.segmenters for fraction in known.fractions for method in
-               method_models(r, segmenter, fraction, known.strengths, known.probabilities, known.copy_paste_strengths)}
-    if set(known.methods or ()) - offered:
-        raise SystemExit(f"--methods: {sorted(set(known.methods) - offered)} not among {sorted(offered)}")
-    r.run(r.prepare_real())
-    budgets = write_budget_folds(r)
-
     # every model of the study: (segmenter, fraction, method, run) -> its training stage
-    law_pending = []
-    for fraction in known.fractions:
-        law_pending += law_stages(r, fraction, known.strengths, len(budgets[fraction][0]))
     plan = {}
     for fraction in known.fractions:
         fold = BUDGET_FOLDS[fraction]
@@ -179,11 +169,23 @@ def main(argv=None) -> int:
             for method, (dataset_id, trainer, env) in method_models(r, segmenter, fraction, known.strengths,
                                                                     known.probabilities,
                                                                     known.copy_paste_strengths).items():
-                if known.methods and method not in known.methods + ["real"]:  # real only: every pairing's reference
-                    continue
                 for run in range(n_runs):
                     plan[(segmenter, fraction, method, run)] = (dataset_id, configuration, trainer, fold,
                                                                plans_tag(method), env)
+    offered = {key[2] for key in plan}
+    if set(known.methods or ()) - offered:
+        raise SystemExit(f"--methods: {sorted(set(known.methods) - offered)} not among {sorted(offered)}")
+    if known.methods:  # real only always: every pairing's reference
+        plan = {key: value for key, value in plan.items() if key[2] in known.methods + ["real"]}
+    r.run(r.prepare_real())
+    budgets = write_budget_folds(r)
+    # the generator and datasets of the LAW methods left in the plan only
+    used = {value[0] for key, value in plan.items() if key[2].startswith("law-")}
+    law_pending = []
+    for fraction in known.fractions:
+        strengths = [t0 for t0 in known.strengths if law_dataset_id(fraction, t0) in used]
+        if strengths:
+            law_pending += law_stages(r, fraction, strengths, len(budgets[fraction][0]))
 
     def stage(key):
         dataset_id, configuration, trainer, fold, tag, env = plan[key]
