@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from nnunet_laworder.training.cli import trainer_folder
+from preloaded_cli import SCRIPTS, preloaded_commands, succeeded
 
 
 def nnunet_env(dirs: dict) -> dict:
@@ -27,15 +28,11 @@ def executable(cmd: list) -> list:
 
 
 def run(cmd, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run a console script (nnUNetv2_*, nnunet-laworder) and fail with its output when it fails."""
+    """Run a console script (nnUNetv2_*, nnunet-laworder) and fail with its output when it fails: forked from this
+    worker's preloaded process (preloaded_cli.py), or as a plain child process for any other command."""
+    if cmd[0] in SCRIPTS:
+        return succeeded(preloaded_commands(env).run(cmd, env, timeout), cmd)
     return succeeded(subprocess.run(executable(cmd), env=env, capture_output=True, text=True, timeout=timeout), cmd)
-
-
-def succeeded(result: subprocess.CompletedProcess, cmd: list) -> subprocess.CompletedProcess:
-    """``result`` of ``cmd``; the test fails with the command's output unless it exited with status 0."""
-    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n" \
-                                   f"{result.stderr[-4000:]}"
-    return result
 
 
 # nnU-Net's default trainer and ORDER's smoke trainer cut to one epoch of two iterations: the cheapest real nnU-Net

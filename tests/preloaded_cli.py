@@ -1,97 +1,183 @@
-"""``nnunet-laworder ARGV`` as a user types it, without paying Python's and torch's start-up for every command.
+"""Console scripts (``nnunet-laworder``, ``nnUNetv2_*``) as a user types them, without paying Python's, torch's and
+nnU-Net's start-up for every command.
 
-One child process imports torch, nnU-Net and the plugin's command line once, then forks a process per command
-that runs the console script's ``sys.exit(main())`` with the command's argv; the fork's stdout and stderr are its
-own files, read back whole, so what a user would see on the terminal is what a test sees. What the preloaded
-imports print on stderr would have been part of every command's stderr: the runner keeps it for the test to check.
-Start-up cost was most of each case (about 6 s of 7), and test_bad_input runs thirty commands.
+One child process per xdist worker imports torch, nnU-Net's entry points and trainer, and the plugin's command line
+and trainers once, then forks a process per command that runs the console script's ``sys.exit(main())`` with the
+command's argv, environment and working folder, stdin from /dev/null and its own process group (a timeout kills it
+with its workers); its stdout and stderr are files, read back whole. What the preloaded imports printed on stderr
+would have been part of every command's stderr, so each command's stderr starts with it (it is empty: the imports of
+a user's command print nothing, ``preloaded_cli`` asserts so). The random modules are reseeded from the OS in each
+fork, as a fresh process seeds them. Start-up was most of a short command (about 6 s of 7 for ``nnunet-laworder``;
+7 CPU-s for ``nnUNetv2_train``), and the suite runs about seventy of them.
+
+Variables that a module reads when it is imported (nnU-Net's ``nnUNet_def_n_proc``, OpenMP's and MKL's thread
+counts when torch loads) are the server's: commands whose environment differs there get a server of their own.
+nnU-Net's folders and every other variable are read when a command runs, so they come with each command.
 """
+import atexit
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Dict, Optional, Tuple
 
-from nnunet_helpers import succeeded
-
-# what the subcommands import when they run (each cli.py imports its engine inside the command)
-ENGINES = ("torch", "nnunetv2.inference.predict_from_raw_data", "nnunet_laworder.demo.pipeline",
-           "nnunet_laworder.evaluation.benchmark", "nnunet_laworder.evaluation.benchmark_report",
-           "nnunet_laworder.evaluation.compare", "nnunet_laworder.evaluation.complexity",
-           "nnunet_laworder.law.training", "nnunet_laworder.law.synthesis", "nnunet_laworder.law.evaluation",
-           "nnunet_laworder.deployment.trained_model", "nnunet_laworder.deployment.onnx_export",
-           "nnunet_laworder.deployment.onnx_predict", "nnunet_laworder.planning.plans_file",
-           "nnunet_laworder.conversion.kvasir", "nnunet_laworder.conversion.cvc", "nnunet_laworder.conversion.kits19")
+# what the commands import when they run (each cli.py imports its engine inside the command; nnU-Net's entry points
+# import their engines at the top)
+ENGINES = ("torch", "nnunetv2.run.run_training", "nnunetv2.inference.predict_from_raw_data",
+           "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints", "nnunetv2.evaluation.evaluate_predictions",
+           "nnunetv2.evaluation.find_best_configuration", "nnunet_laworder.training.order_trainers",
+           "nnunet_laworder.training.data_trainers", "nnunet_laworder.training.diffusion_seg_trainers",
+           "nnunet_laworder.demo.pipeline", "nnunet_laworder.evaluation.benchmark",
+           "nnunet_laworder.evaluation.benchmark_report", "nnunet_laworder.evaluation.compare",
+           "nnunet_laworder.evaluation.complexity", "nnunet_laworder.law.training", "nnunet_laworder.law.synthesis",
+           "nnunet_laworder.law.evaluation", "nnunet_laworder.deployment.trained_model",
+           "nnunet_laworder.deployment.onnx_export", "nnunet_laworder.deployment.onnx_predict",
+           "nnunet_laworder.planning.plans_file", "nnunet_laworder.conversion.kvasir",
+           "nnunet_laworder.conversion.cvc", "nnunet_laworder.conversion.kits19")
+IMPORT_TIME_VARIABLES = ("nnUNet_def_n_proc", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+SCRIPTS = frozenset(e.name for e in entry_points(group="console_scripts")
+                    if e.name == "nnunet-laworder" or e.name.startswith("nnUNetv2_"))
 SERVER = r'''
-import json, os, sys, traceback
-import importlib
+import importlib, json, os, random, signal, sys, time, traceback
+from importlib.metadata import entry_points
+import numpy as np
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # a console script does not import from its folder
 for module in ENGINES:
     importlib.import_module(module)
-from nnunet_laworder.cli import main
+scripts = {e.name: e for e in entry_points(group="console_scripts") if e.name in SCRIPTS}
 sys.stderr.flush()
 print("ready", flush=True)
+
+
+def exit_code(value):
+    """The exit status of ``sys.exit(value)``."""
+    if value is None or isinstance(value, int):
+        return value or 0
+    print(value, file=sys.stderr)
+    return 1
+
+
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:
-        out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(out, 1)
-        os.dup2(err, 2)
-        sys.argv = ["nnunet-laworder", *request["argv"]]
+        os.setsid()
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        random.seed()
+        np.random.seed()
+        for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
+                                (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+            os.dup2(os.open(path, flags), fd)
+        sys.argv = request["argv"]
         try:
-            code = main()
-        except SystemExit as e:  # argparse exits
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            code = exit_code(scripts[sys.argv[0]].load()())
+        except SystemExit as e:
+            code = exit_code(e.code)
         except BaseException:
             traceback.print_exc()
             code = 1
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+    deadline = time.monotonic() + request["timeout"]
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            reply = {"returncode": os.waitstatus_to_exitcode(status), "timed_out": False}
+            break
+        if time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            reply = {"returncode": os.waitstatus_to_exitcode(status), "timed_out": True}
+            break
+        time.sleep(0.05)
+    print(json.dumps(reply), flush=True)
 '''
+
+
+def succeeded(result: subprocess.CompletedProcess, cmd: list) -> subprocess.CompletedProcess:
+    """``result`` of ``cmd``; the test fails with the command's output unless it exited with status 0."""
+    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n" \
+                                   f"{result.stderr[-4000:]}"
+    return result
+
+
+def import_time_key(env: dict) -> Tuple[Optional[str], ...]:
+    return tuple(env.get(name) for name in IMPORT_TIME_VARIABLES)
+
+
+class PreloadedCommands:
+    """``run(cmd, env)`` -> ``subprocess.CompletedProcess`` of the console script ``cmd`` (one of SCRIPTS) in ``env``,
+    whose import-time variables must be those of the ``env`` the server started in."""
+
+    def __init__(self, env: dict):
+        self.key = import_time_key(env)
+        self.folder = Path(tempfile.mkdtemp(prefix="preloaded_commands_"))
+        self.import_stderr = self.folder / "imports.err"
+        with open(self.import_stderr, "w") as stderr:
+            code = f"ENGINES = {ENGINES!r}\nSCRIPTS = {set(SCRIPTS)!r}\n{SERVER}"
+            self.server = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=stderr, text=True)
+        assert self.server.stdout.readline().strip() == "ready", self.import_stderr.read_text()
+
+    def run(self, cmd: list, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+        assert cmd[0] in SCRIPTS and import_time_key(env) == self.key, cmd
+        stdout, stderr = self.folder / "stdout", self.folder / "stderr"
+        request = {"argv": [str(c) for c in cmd], "env": dict(env), "cwd": str(Path.cwd()), "stdout": str(stdout),
+                   "stderr": str(stderr), "timeout": timeout}
+        self.server.stdin.write(json.dumps(request) + "\n")
+        self.server.stdin.flush()
+        reply = json.loads(self.server.stdout.readline())
+        output, errors = stdout.read_text(), self.import_stderr.read_text() + stderr.read_text()
+        if reply["timed_out"]:
+            raise subprocess.TimeoutExpired(cmd, timeout, output, errors)
+        return subprocess.CompletedProcess(cmd, reply["returncode"], output, errors)
+
+    def close(self):
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_SERVERS: Dict[Tuple[Optional[str], ...], PreloadedCommands] = {}
+
+
+def preloaded_commands(env: dict) -> PreloadedCommands:
+    """This process's server for ``env``'s import-time variables, started on first use, closed at exit."""
+    key = import_time_key(env)
+    if key not in _SERVERS:
+        _SERVERS[key] = PreloadedCommands(env)
+        atexit.register(_SERVERS[key].close)
+    return _SERVERS[key]
 
 
 class PreloadedCli:
     """``run(argv)`` -> ``subprocess.CompletedProcess`` of ``nnunet-laworder ARGV`` in ``env``."""
 
     def __init__(self, env: dict):
-        self.folder = Path(tempfile.mkdtemp(prefix="preloaded_cli_"))
-        self.import_stderr = self.folder / "imports.err"
-        with open(self.import_stderr, "w") as stderr:
-            code = f"ENGINES = {ENGINES!r}\n{SERVER}"
-            self.server = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
-                                           stdout=subprocess.PIPE, stderr=stderr, text=True)
-        assert self.server.stdout.readline().strip() == "ready", self.import_stderr.read_text()
+        self.env = env
+        self.commands = preloaded_commands(env)
 
     def run(self, argv: list) -> subprocess.CompletedProcess:
-        stdout, stderr = self.folder / "stdout", self.folder / "stderr"
-        self.server.stdin.write(json.dumps({"argv": argv, "stdout": str(stdout), "stderr": str(stderr)}) + "\n")
-        self.server.stdin.flush()
-        reply = json.loads(self.server.stdout.readline())
-        return subprocess.CompletedProcess(["nnunet-laworder", *argv], reply["returncode"], stdout.read_text(),
-                                           stderr.read_text())
+        return self.commands.run(["nnunet-laworder", *argv], self.env)
 
     def check(self, argv: list) -> subprocess.CompletedProcess:
         """``run``, and the test fails with the command's output unless it exited with status 0 (as
         nnunet_helpers.run)."""
         return succeeded(self.run(argv), ["nnunet-laworder", *argv])
 
-    def close(self):
-        self.server.stdin.close()
-        self.server.wait(timeout=60)
-
 
 @contextlib.contextmanager
 def preloaded_cli(env: dict):
-    """A ``PreloadedCli`` in ``env`` while the block runs; closed after it."""
+    """A ``PreloadedCli`` in ``env`` while the block runs."""
     cli = PreloadedCli(env)
-    try:
-        yield cli
-    finally:
-        cli.close()
+    yield cli
     # the imports a user's command would pay for print nothing on stderr, so each command's stderr is all it printed
-    assert cli.import_stderr.read_text().strip() == ""
+    assert cli.commands.import_stderr.read_text().strip() == ""
