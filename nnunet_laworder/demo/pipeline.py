@@ -108,7 +108,9 @@ def training_steps(paths: DemoPaths, device: str, trainer: str, law: bool) -> Li
 def law_train_stage(paths: DemoPaths, device: str) -> Stage:
     """LAW on the same data: train the generator on fold 0's training cases, beside the ORDER training, so into a
     log of its own and, on CPU, on the cores that training leaves."""
-    threads = {"OMP_NUM_THREADS": str(law_threads())} if device == "cpu" else {}
+    # a user's own OMP_NUM_THREADS wins, as for the demo's other CPU settings (workflow.nnunet_variables)
+    threads = {"OMP_NUM_THREADS": str(law_threads())} if device == "cpu" and "OMP_NUM_THREADS" not in os.environ \
+        else {}
     return Stage("LAW train", ["nnunet-laworder", "law", "train", "-d", str(DATASET_ID), "-c", BASE_CONFIGURATION,
                                "-f", str(FOLD), *LAW_TRAIN_OPTIONS, "-device", device, "--no-progress"],
                  env=threads, log=paths.law_train_log)
