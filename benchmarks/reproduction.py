@@ -13,8 +13,7 @@ import random
 import re
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -26,7 +25,7 @@ from nnunet_laworder.evaluation.compare import case_dice
 from nnunet_laworder.evaluation.paired import paired_difference
 from nnunet_laworder.training.discovery import trainer_folder
 from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED
-from nnunet_laworder.workflow import Stage, run_stage
+from nnunet_laworder.workflow import Stage, run_side_by_side, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("NNUNET_LAWORDER_DATA", REPO.parent / "shared" / "data")) / "kvasir-seg"
@@ -196,22 +195,16 @@ class Reproduction:
 
     def run_parallel(self, stages: List[Tuple[Stage, Optional[Path]]], jobs: int) -> Dict[str, float]:
         """:meth:`run` with up to ``jobs`` stages at a time (independent ones, e.g. trainings at one thread each);
-        each stage's output goes to a log of its own."""
+        each stage's output goes to a log of its own, which the script's log names."""
         if jobs <= 1:
             return self.run(stages)
-        pending = [(stage, product) for stage, product in stages if product is None or not product.exists()]
         logs = self.work / "logs" / self.script
         logs.mkdir(exist_ok=True)
-
-        def one(stage: Stage) -> Tuple[str, float]:
-            log = logs / (re.sub(r"[^A-Za-z0-9]+", "_", stage.name).strip("_") + ".log")
-            return stage.name, run_stage(stage, self.env, log)
-
-        with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(pending), desc=self.script, unit="stage",
-                                                    file=sys.stdout) as bar:
+        pending = [replace(stage, log=logs / (re.sub(r"[^A-Za-z0-9]+", "_", stage.name).strip("_") + ".log"))
+                   for stage, product in stages if product is None or not product.exists()]
+        with tqdm(total=len(pending), desc=self.script, unit="stage", file=sys.stdout) as bar:
             timings = {}
-            for future in as_completed([pool.submit(one, stage) for stage, _ in pending]):
-                name, seconds = future.result()
+            for name, seconds in run_side_by_side(pending, self.env, self.log, jobs):
                 timings[name] = seconds
                 bar.update()
         return timings

@@ -55,10 +55,15 @@ def test_demo_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
     assert report["network"]["class"] == "ORDER" and 30_000 < report["network"]["parameters"] < 60_000
     assert report["training"]["seed"] == SHORT_SCHEDULE_SEED
     commands = [c.split() for c in report["commands"]]
+    # law train runs side by side with nnUNetv2_train: the steps flattened
     assert [c[0] for c in commands] == [
-        "nnunet-laworder", "nnUNetv2_plan_and_preprocess", "nnunet-laworder", "nnUNetv2_train", "nnUNetv2_predict",
-        "nnUNetv2_evaluate_folder", "nnunet-laworder", "nnunet-laworder", "nnunet-laworder"]
-    assert [c[1:3] for c in commands[6:]] == [["law", "train"], ["law", "synthesize"], ["law", "evaluate"]]
+        "nnunet-laworder", "nnUNetv2_plan_and_preprocess", "nnunet-laworder", "nnUNetv2_train", "nnunet-laworder",
+        "nnUNetv2_predict", "nnUNetv2_evaluate_folder", "nnunet-laworder", "nnunet-laworder"]
+    assert [c[1:3] for c in commands[4:5] + commands[7:]] == [["law", "train"], ["law", "synthesize"],
+                                                              ["law", "evaluate"]]
+    # law train's output goes to a log of its own (the two trainings' outputs would interleave), named in demo.log
+    assert "law train" in (out / "law_train.log").read_text() and "law_train.log" in (out / "demo.log").read_text()
+    assert {"train", "LAW train"} <= set(report["stage_seconds"])
 
     law = report["law"]
     assert law["synthetic_cases"] == LAW_SYNTHETIC_CASES and law["real_cases"] == N_SAMPLE - N_TEST

@@ -26,10 +26,12 @@ def register(subparsers) -> None:
         "demo", help="ORDER and LAW on a shipped Kvasir-SEG sample (a few CPU minutes)",
         description="Runs, as child processes and printed as you would type them: convert the shipped Kvasir-SEG "
                     "sample (64 downscaled pairs, 8 held out), nnUNetv2_plan_and_preprocess, "
-                    "nnunet-laworder plans, nnUNetv2_train, nnUNetv2_predict on the held-out images and "
-                    "nnUNetv2_evaluate_folder; then the LAW stage (law train on fold 0's training cases, law "
-                    "synthesize into a real + synthetic dataset, law evaluate); then writes a report (Dice table, "
-                    "figures, LAW weight maps and synthetic samples) into OUTPUT/report.")
+                    "nnunet-laworder plans; writes fold 0's split (nnU-Net's own); nnUNetv2_train and, side by "
+                    "side with it, the LAW stage's law train on fold 0's training cases (on CPU on the cores the "
+                    "ORDER training leaves, its output in OUTPUT/law_train.log); nnUNetv2_predict on the held-out "
+                    "images and nnUNetv2_evaluate_folder; then law synthesize into a real + synthetic dataset and "
+                    "law evaluate; then writes a report (Dice table, figures, LAW weight maps and synthetic "
+                    "samples) into OUTPUT/report.")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"demo folder: nnU-Net's folders, predictions, log, report (default: ./{DEFAULT_OUTPUT})")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu",

@@ -25,8 +25,10 @@ N_TEST = 8
 LAW_DATASET_ID = 991
 LAW_DATASET_NAME = DATASET_NAME + "LAW"
 LAW_WEIGHTING = "law"  # law train's default --weighting, which the demo keeps
+LOG = "demo.log"
+LAW_TRAIN_LOG = "law_train.log"  # law train runs beside nnUNetv2_train, whose output goes to demo.log
 # what the demo writes under its output folder; any of them present means an earlier run's results
-OUTPUTS = (*NNUNET_FOLDERS, "predictions", "report", "test_cases.txt", "demo.log")
+OUTPUTS = (*NNUNET_FOLDERS, "predictions", "report", "test_cases.txt", LOG, LAW_TRAIN_LOG)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class DemoPaths:
     @property
     def raw_dataset(self) -> Path:
         return self.root / "nnUNet_raw" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
+
+    @property
+    def preprocessed_dataset(self) -> Path:
+        return self.root / "nnUNet_preprocessed" / self.raw_dataset.name
 
     @property
     def law_dataset(self) -> Path:
@@ -60,7 +66,11 @@ class DemoPaths:
 
     @property
     def log(self) -> Path:
-        return self.root / "demo.log"
+        return self.root / LOG
+
+    @property
+    def law_train_log(self) -> Path:
+        return self.root / LAW_TRAIN_LOG
 
     @property
     def law_run(self) -> Path:

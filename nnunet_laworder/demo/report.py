@@ -14,7 +14,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from PIL import Image
 
-from nnunet_laworder.demo.paths import CONFIGURATION, FOLD, DemoPaths
+from nnunet_laworder.demo.paths import CONFIGURATION, FOLD, LAW_TRAIN_LOG, LOG, DemoPaths
 from nnunet_laworder.law.evaluation import GRID as LAW_GRID, REPORT as LAW_EVALUATION_REPORT
 from nnunet_laworder.law.provenance import is_synthetic
 from nnunet_laworder.law.splits import SPLITS_FILE
@@ -172,7 +172,8 @@ def markdown(report: dict) -> str:
         "![training curves](training_curves.png)",
         "",
         *(law_markdown(report["law"]) if report["law"] else []),
-        "Commands run (output in `../demo.log`):",
+        f"Commands run (output in `../{LOG}`" + (f"; law train's, run beside nnUNetv2_train, in `../{LAW_TRAIN_LOG}`"
+                                                 if report["law"] else "") + "):",
         "",
         "```",
         *export_lines(report["environment"]),
