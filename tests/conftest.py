@@ -131,7 +131,8 @@ def kvasir_order_smoke(tmp_path_factory) -> dict:
     d = str(KVASIR_WORKFLOW_ID)
     run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", d, "--max-size", "160",
          "--test-list", str(test_list)], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "2d", "-np", "2", "--verify_dataset_integrity"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "2d", "-np", "2", "-npfp", "1",
+         "--verify_dataset_integrity"], env)
     run(["nnunet-laworder", "plans", "-d", d, "-c", "2d", "--arch", "order"], env)
     run(["nnUNetv2_train", d, "2d_order", "0", "-tr", "nnUNetTrainerORDER_smoke", "-device", "cpu"], env)
     return {"env": env, "raw": next(folders["nnUNet_raw"].glob(f"Dataset{d}_*")), "folders": folders}

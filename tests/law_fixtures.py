@@ -113,7 +113,7 @@ def plan_kvasir(shared: dict, official: Path, results: Path) -> Path:
     env = _planning_env(shared, results)
     run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID),
          "--max-size", str(KVASIR_MAX_SIZE)], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "1"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "1", "-npfp", "1"], env)
     return next(shared["nnUNet_raw"].glob(f"Dataset{KVASIR_ID:03d}_*"))
 
 
@@ -125,7 +125,7 @@ def plan_hippocampus(shared: dict, results: Path) -> Path:
     cases = sorted(p.name[:-len(".nii.gz")] for p in (src / "imagesTr").glob("*.nii.gz"))[:HIPPO_CASES]
     raw = write_msd_subset(src, shared["nnUNet_raw"], HIPPO_ID, "Hippocampus", cases,
                            {"background": 0, "Anterior": 1, "Posterior": 2}, {"0": "MRI"})
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "1"],
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
         _planning_env(shared, results))
     return raw
 

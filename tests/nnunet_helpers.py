@@ -17,7 +17,9 @@ from preloaded_cli import SCRIPTS, preloaded_commands, succeeded
 
 
 def nnunet_env(dirs: dict) -> dict:
-    """The environment a user gets after `eval "$(nnunet-laworder env)"`, sized for a 2-core CPU machine."""
+    """The environment a user gets after `eval "$(nnunet-laworder env)"`, sized for a 2-core CPU machine. (Tests
+    also pass nnUNetv2_plan_and_preprocess -npfp 1: its fingerprint extraction starts 8 spawned workers whatever
+    nnUNet_def_n_proc says, each importing torch, for a few dozen images.)"""
     env = dict(os.environ, nnUNet_extTrainer=trainer_folder(), nnUNet_n_proc_DA="2", nnUNet_def_n_proc="1")
     env.update({name: str(path) for name, path in dirs.items()})
     return env

@@ -61,7 +61,7 @@ def planned_kvasir_subset(root: Path, dataset_id: int, cases: int, archs=("order
     env["nnUNet_extTrainer"] += os.pathsep + str(short_trainers(root))
     with preloaded_cli(env) as cli, pytest.MonkeyPatch.context() as mp:
         cli.check(["convert", "kvasir-seg", str(official), "-d", str(dataset_id), "--max-size", "64"])
-        run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "-np", "1"], env)
+        run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "-np", "1", "-npfp", "1"], env)
         for name in (*dirs, "nnUNet_extTrainer"):
             mp.setenv(name, env[name])
         for arch in archs:

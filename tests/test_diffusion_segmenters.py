@@ -387,7 +387,7 @@ def kvasir_2d(law_folders, tmp_path_factory):
     env = nnunet_env(law_folders)
     run(["nnunet-laworder", "convert", "kvasir-seg", str(official), "-d", str(KVASIR_ID), "--max-size",
          str(KVASIR_MAX_SIZE), "--test-list", str(test_list)], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "1"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(KVASIR_ID), "-c", "2d", "-np", "1", "-npfp", "1"], env)
     return env, next(law_folders["nnUNet_raw"].glob(f"Dataset{KVASIR_ID}_*"))
 
 
@@ -401,7 +401,7 @@ def hippocampus_2d(law_folders):
     raw = write_msd_subset(src, law_folders["nnUNet_raw"], HIPPO_ID, "Hippocampus", cases,
                            {"background": 0, "Anterior": 1, "Posterior": 2}, {"0": "MRI"})
     env = nnunet_env(law_folders)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "2d", "-np", "1"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "2d", "-np", "1", "-npfp", "1"], env)
     return env, raw
 
 

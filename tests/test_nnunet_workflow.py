@@ -43,7 +43,7 @@ def hippocampus_planned(nnunet_folders):
     raw = write_msd_subset(src, nnunet_folders["nnUNet_raw"], HIPPO_ID, "Hippocampus", cases,
                            {"background": 0, "Anterior": 1, "Posterior": 2}, {"0": "MRI"})
     env = nnunet_env(nnunet_folders)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "2",
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "3d_fullres", "-np", "2", "-npfp", "1",
          "--verify_dataset_integrity"], env)
     return env, raw
 

@@ -79,8 +79,10 @@ def preparation_steps(paths: DemoPaths) -> List[Step]:
     return [
         (Stage("convert", ["nnunet-laworder", "convert", "kvasir-seg", str(SAMPLE), "-d", d,
                            "--test-list", str(paths.test_list)]),),
+        # two workers for the fingerprint too: nnU-Net's default of 8 spawned processes, each importing torch,
+        # costs more than the 64 small images they read
         (Stage("plan and preprocess", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", BASE_CONFIGURATION,
-                                       "--verify_dataset_integrity", "-np", "2"]),),
+                                       "--verify_dataset_integrity", "-np", "2", "-npfp", "2"]),),
         (Stage("add ORDER configuration", ["nnunet-laworder", "plans", "-d", d, "-c", BASE_CONFIGURATION,
                                            "--arch", "order"]),),
     ]
