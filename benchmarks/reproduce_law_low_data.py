@@ -18,8 +18,8 @@ against copy-paste alone: does the generator add anything to what a team gets wi
 
 ``--jobs 2`` trains two models at a time (each at one torch thread, one core each: the plugin's small-network
 trainers ran 1.05x slower beside a busy core, benchmarks/results/cpu/shared_cpu_load.json). Not for nnU-Net's
-default network, which trains at all cores: two side by side took 373 s per `_cpu` epoch, one alone 81 s (2 cores). Writes
-``WORK/results/law_low_data.{md,json}`` (rows of earlier runs at the same scale kept: a budget run on its own
+default network, which trains at all cores: two side by side took 373 s per `_cpu` epoch, one alone 81 s (2 cores).
+Writes ``WORK/results/law_low_data.{md,json}`` (rows of earlier runs at the same scale kept: a budget run on its own
 adds to the table) and ``law_low_data_grid.png``.
 """
 import argparse
