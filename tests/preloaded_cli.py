@@ -10,6 +10,13 @@ a user's command print nothing, ``preloaded_cli`` asserts so). The random module
 fork, as a fresh process seeds them. Start-up was most of a short command (about 6 s of 7 for ``nnunet-laworder``;
 7 CPU-s for ``nnUNetv2_train``), and the suite runs about seventy of them.
 
+Inside a command, nnU-Net starts worker processes with ``multiprocessing.get_context("spawn")`` (validation export and
+metrics after every training, preprocessing, fingerprints), and each spawned worker imported torch and nnU-Net again
+(about 3 CPU-s, two or more per command). In a forked command "spawn" is Python's fork server instead, started by the
+server before any command with the same modules preloaded; it forks each worker from a process that never ran a
+torch operation (what makes "spawn" safe where "fork" is not), and the worker adopts its command's environment,
+stdout and stderr as a spawned one inherits them (``adopt_command_process``).
+
 Variables that a module reads when it is imported (nnU-Net's ``nnUNet_def_n_proc``, OpenMP's and MKL's thread
 counts when torch loads) are the server's: commands whose environment differs there get a server of their own.
 nnU-Net's folders and every other variable are read when a command runs, so they come with each command.
@@ -17,10 +24,12 @@ nnU-Net's folders and every other variable are read when a command runs, so they
 import atexit
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from multiprocessing import reduction
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -42,13 +51,24 @@ IMPORT_TIME_VARIABLES = ("nnUNet_def_n_proc", "OMP_NUM_THREADS", "MKL_NUM_THREAD
 SCRIPTS = frozenset(e.name for e in entry_points(group="console_scripts")
                     if e.name == "nnunet-laworder" or e.name.startswith("nnUNetv2_"))
 SERVER = r'''
-import importlib, json, os, random, signal, sys, time, traceback
+import importlib, json, multiprocessing, os, random, signal, sys, time, traceback
 from importlib.metadata import entry_points
+from multiprocessing import context, forkserver, resource_tracker, spawn
 import numpy as np
 sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # a console script does not import from its folder
 for module in ENGINES:
     importlib.import_module(module)
 scripts = {e.name: e for e in entry_points(group="console_scripts") if e.name in SCRIPTS}
+sys.path.append(TESTS)  # preloaded_cli, in the commands and (Python 3.11's ignores sys.path) the fork server
+multiprocessing.set_forkserver_preload([*ENGINES, "preloaded_cli"])
+python_path, stdout = os.environ.get("PYTHONPATH"), os.dup(1)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (TESTS, python_path)))
+os.dup2(2, 1)  # the fork server's and its workers' stdout until they adopt a command's: never the request pipe
+forkserver.ensure_running()
+os.dup2(stdout, 1)
+os.close(stdout)
+os.environ.pop("PYTHONPATH") if python_path is None else os.environ.update(PYTHONPATH=python_path)
+prepared = spawn.get_preparation_data
 sys.stderr.flush()
 print("ready", flush=True)
 
@@ -76,6 +96,12 @@ for line in sys.stdin:
                                 (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
             os.dup2(os.open(path, flags), fd)
         sys.argv = request["argv"]
+        # "spawn" is the server's fork server (which outlives every command, so it is not checked for, nor
+        # restarted); its workers adopt this command's environment, stdout and stderr
+        context._concrete_contexts["spawn"] = context._concrete_contexts["forkserver"]
+        forkserver._forkserver.ensure_running = resource_tracker.ensure_running
+        from preloaded_cli import CommandProcess
+        spawn.get_preparation_data = lambda name: dict(prepared(name), command_process=CommandProcess())
         try:
             code = exit_code(scripts[sys.argv[0]].load()())
         except SystemExit as e:
@@ -102,6 +128,28 @@ for line in sys.stdin:
 '''
 
 
+class CommandProcess:
+    """Pickled into a fork-server worker's preparation data by the command that starts it, and unpickled there first:
+    what a spawned worker would have inherited from that command."""
+
+    def __reduce__(self):
+        return adopt_command_process, (dict(os.environ), reduction.DupFd(1), reduction.DupFd(2))
+
+
+def adopt_command_process(env: dict, stdout, stderr) -> None:
+    """In a fork-server worker: its command's environment, stdout and stderr; numpy's random state from the OS, as a
+    fresh process seeds it (Python's ``random`` is reseeded at every fork)."""
+    import numpy as np
+
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, duplicate in ((1, stdout), (2, stderr)):
+        inherited = duplicate.detach()
+        os.dup2(inherited, fd)
+        os.close(inherited)
+    np.random.seed()
+
+
 def succeeded(result: subprocess.CompletedProcess, cmd: list) -> subprocess.CompletedProcess:
     """``result`` of ``cmd``; the test fails with the command's output unless it exited with status 0."""
     assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n" \
@@ -122,7 +170,8 @@ class PreloadedCommands:
         self.folder = Path(tempfile.mkdtemp(prefix="preloaded_commands_"))
         self.import_stderr = self.folder / "imports.err"
         with open(self.import_stderr, "w") as stderr:
-            code = f"ENGINES = {ENGINES!r}\nSCRIPTS = {set(SCRIPTS)!r}\n{SERVER}"
+            code = (f"ENGINES = {ENGINES!r}\nSCRIPTS = {set(SCRIPTS)!r}\nTESTS = {str(Path(__file__).parent)!r}\n"
+                    f"{SERVER}")
             self.server = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=stderr, text=True)
         assert self.server.stdout.readline().strip() == "ready", self.import_stderr.read_text()
