@@ -115,9 +115,9 @@ def write_msd_subset(src: Path, raw: Path, dataset_id: int, name: str, cases: li
     return out
 
 
-def train_losses(results: Path, dataset: str, trainer: str, configuration: str, fold: int = 0) -> list:
-    checkpoint = results / dataset / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}" / \
-        "checkpoint_final.pth"
+def train_losses(results: Path, dataset: str, trainer: str, configuration: str, fold: int = 0,
+                 plans: str = "nnUNetPlans") -> list:
+    checkpoint = results / dataset / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}" / "checkpoint_final.pth"
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["logging"]["train_losses"]
 
 

@@ -114,22 +114,38 @@ def test_hippocampus_3d_order_trains_and_predicts(hippocampus_planned, nnunet_fo
         assert label_values(prediction) <= {0, 1, 2}
 
 
+# nnU-Net's residual-encoder preset M (nnUNetv2_plan_experiment -pl nnUNetPlannerResEncM)
+RESENC_M = "nnUNetResEncUNetMPlans"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,trainer", [("order", "nnUNetTrainerORDER_smoke"),
-                                          ("mkunet", "nnUNetTrainerMKUNet_smoke")])
-def test_kvasir_2d_trains_and_predicts(kvasir_order_smoke, tmp_path, arch, trainer):
+@pytest.mark.parametrize("arch,trainer,plans", [("order", "nnUNetTrainerORDER_smoke", "nnUNetPlans"),
+                                                ("mkunet", "nnUNetTrainerMKUNet_smoke", "nnUNetPlans"),
+                                                ("order", "nnUNetTrainerORDER_smoke", RESENC_M)])
+def test_kvasir_2d_trains_and_predicts(kvasir_order_smoke, tmp_path, arch, trainer, plans):
     env, raw = kvasir_order_smoke["env"], kvasir_order_smoke["raw"]
     results = kvasir_order_smoke["folders"]["nnUNet_results"]
-    configuration = f"2d_{arch}"
-    if arch != "order":  # ORDER: trained by the session fixture with the same two commands
-        run(["nnunet-laworder", "plans", "-d", str(KVASIR_ID), "-c", "2d", "--arch", arch], env)
-        run(["nnUNetv2_train", str(KVASIR_ID), configuration, "0", "-tr", trainer, "-device", "cpu"], env)
-    losses = train_losses(results, raw.name, trainer, configuration)
+    preprocessed = kvasir_order_smoke["folders"]["nnUNet_preprocessed"] / raw.name
+    configuration, d = f"2d_{arch}", str(KVASIR_ID)
+    if plans == RESENC_M:  # planned beside nnUNetPlans, as nnU-Net's documentation has it: no new preprocessing
+        run(["nnUNetv2_plan_experiment", "-d", d, "-pl", "nnUNetPlannerResEncM"], env)
+    if (arch, plans) != ("order", "nnUNetPlans"):  # ORDER on nnUNetPlans: trained by the session fixture
+        run(["nnunet-laworder", "plans", "-d", d, "-c", "2d", "--arch", arch, "-p", plans], env)
+        run(["nnUNetv2_train", d, configuration, "0", "-tr", trainer, "-p", plans, "-device", "cpu"], env)
+    losses = train_losses(results, raw.name, trainer, configuration, plans=plans)
     assert losses[-1] < losses[0]
+    model = results / raw.name / f"{trainer}__{plans}__{configuration}"
+    if plans == RESENC_M:  # ORDER inherits the preset's batch and patch, and reads the data nnUNetPlans wrote
+        planned = json.loads((preprocessed / f"{plans}.json").read_text())["configurations"]
+        used = json.loads((model / "plans.json").read_text())["configurations"]
+        assert used[configuration]["inherits_from"] == "2d" and used["2d"] == planned["2d"]
+        assert planned["2d"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
+        assert planned["2d"]["data_identifier"] == "nnUNetPlans_2d"
+        assert sorted(p.name for p in preprocessed.iterdir() if p.is_dir()) == ["gt_segmentations", "nnUNetPlans_2d"]
 
     out = tmp_path / "pred"
-    run(["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(KVASIR_ID), "-c", configuration,
-         "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    run(["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(out), "-d", d, "-c", configuration,
+         "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
     images = sorted((raw / "imagesTs").glob("*.png"))
     assert len(images) == KVASIR_TEST
     for image in images:
@@ -138,14 +154,14 @@ def test_kvasir_2d_trains_and_predicts(kvasir_order_smoke, tmp_path, arch, train
         assert set(np.unique(prediction).tolist()) <= {0, 1}
 
     # nnU-Net's evaluation and model selection read our results folders as their own
-    model = results / raw.name / f"{trainer}__nnUNetPlans__{configuration}"
     run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(out), "-djfile", str(model / "dataset.json"),
          "-pfile", str(model / "plans.json"), "-np", "1"], env)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["metric_per_case"]) == KVASIR_TEST and 0 <= summary["foreground_mean"]["Dice"] <= 1
-    run(["nnUNetv2_find_best_configuration", str(KVASIR_ID), "-c", configuration, "-tr", trainer, "-f", "0",
+    run(["nnUNetv2_find_best_configuration", d, "-c", configuration, "-tr", trainer, "-p", plans, "-f", "0",
          "-np", "1", "--disable_ensembling"], env)
     best = json.loads((results / raw.name / "inference_information.json").read_text())
+    assert best["best_model_or_ensemble"]["selected_model_or_models"][0]["plans_identifier"] == plans
     assert best["best_model_or_ensemble"]["selected_model_or_models"][0]["trainer"] == trainer
 
 
