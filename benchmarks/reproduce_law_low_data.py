@@ -30,7 +30,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from reproduction import (CONFIGURATION, REAL_ID, SEGMENTERS, Reproduction, averaged_cases, parse_args)
+from reproduction import (CONFIGURATION, LAW_SEGMENTERS, REAL_ID, SEGMENTERS, Reproduction, averaged_cases,
+                          parse_args)
 from nnunet_laworder.evaluation.paired import paired_difference
 from nnunet_laworder.law.splits import SPLITS_FILE, real_splits
 from nnunet_laworder.nnunet_folders import read_json, save_json_atomic
@@ -139,7 +140,7 @@ def paired_cells(p: dict) -> str:
 
 def main(argv=None) -> int:
     extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--segmenters", nargs="+", choices=list(SEGMENTERS), default=["ORDER"])
+    extra.add_argument("--segmenters", nargs="+", choices=LAW_SEGMENTERS, default=["ORDER"])
     extra.add_argument("--runs", nargs="+", type=int, default=None,
                        help="runs per segmenter, paired with --segmenters (default: the scale's for each)")
     extra.add_argument("--fractions", nargs="+", type=float, default=list(BUDGET_FOLDS), choices=list(BUDGET_FOLDS))

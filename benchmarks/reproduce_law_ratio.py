@@ -11,13 +11,13 @@ Writes ``WORK/results/law_ratio.{md,json}``.
 """
 import argparse
 
-from reproduction import RATIO_IDS, REAL_ID, ROW_HEADER, SEGMENTERS, Reproduction, parse_args, row_line
+from reproduction import LAW_SEGMENTERS, RATIO_IDS, REAL_ID, ROW_HEADER, Reproduction, parse_args, row_line
 
 
 def main(argv=None) -> int:
     extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--segmenters", nargs="+", choices=list(SEGMENTERS), default=["ORDER"])
-    extra.add_argument("--replicate", nargs="*", choices=list(SEGMENTERS), default=["ORDER"])
+    extra.add_argument("--segmenters", nargs="+", choices=LAW_SEGMENTERS, default=["ORDER"])
+    extra.add_argument("--replicate", nargs="*", choices=LAW_SEGMENTERS, default=["ORDER"])
     extra.add_argument("--ratios", nargs="+", type=float, default=list(RATIO_IDS), choices=list(RATIO_IDS))
     known, rest = extra.parse_known_args(argv)
     r = Reproduction.from_args(parse_args(__doc__.split("\n")[0], rest), "reproduce_law_ratio")

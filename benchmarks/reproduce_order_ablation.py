@@ -1,8 +1,9 @@
 """Ablation: does ORDER's selective skip attention earn its place? ORDER, ORDER without attention (its backbone,
 otherwise identical), ORDER with the paper's confidence gate (off by default since it measured 6.5 points lower
 here), ORDER with wider attention (4x the tokens, twice the
-width: the paper's compute budget), MK-UNet base and nnU-Net's default network on the same real folds, compared
-case for case (mean paired Dice difference, 95% bootstrap interval, cases improved).
+width: the paper's compute budget), MK-UNet base, nnU-Net's default network and nnU-Net's residual-encoder preset M
+(its own plans, nnUNetResEncUNetMPlans; below ``--scale paper`` at the default plans' batch size) on the same real
+folds, compared case for case (mean paired Dice difference, 95% bootstrap interval, cases improved).
 
     python benchmarks/reproduce_order_ablation.py                 # cpu scale, fold 0 (see below)
     python benchmarks/reproduce_order_ablation.py --runs 1 --equal-time
@@ -11,7 +12,8 @@ case for case (mean paired Dice difference, 95% bootstrap interval, cases improv
 * **Equal iterations**: every network gets the scale's schedule (``_cpu``: 20 x 50 iterations).
 * **Equal training time**: every network gets about the iterations nnU-Net's default gets in the same wall clock:
   ``nnunet-laworder benchmark`` measures each training step side by side, and a network whose step is k times
-  cheaper trains with the largest schedule variant of at most k times the iterations (``_cpu2x``, ``_cpu4x``).
+  cheaper trains with the largest schedule variant of at most k times the iterations (``_cpu2x``, ``_cpu4x``). A
+  network whose step is dearer (ResEnc M) has no shorter schedule: it trains at equal iterations only.
 * **Runs**: one run of one fold is noisy (its initial weights, batches and augmentation: two runs once differed
   by 7 Dice points). The ``--replicate`` networks (default: ORDER, its backbone and the gated variant) train
   ``--runs`` times at equal iterations, the others once (a 2-core CPU has no time for more). Run k trains with
@@ -30,7 +32,8 @@ import numpy as np
 
 from nnunet_laworder.evaluation import plots
 from nnunet_laworder.evaluation.paired import paired_difference
-from reproduction import CONFIGURATION, REAL_ID, Reproduction, Stage, averaged_cases, parse_args
+from reproduction import (CONFIGURATION, REAL_ID, RESENC_M, Reproduction, Stage, averaged_cases, parse_args,
+                          plans_of)
 
 # name: (configuration, trainer without its schedule suffix)
 NETWORKS = {
@@ -40,11 +43,12 @@ NETWORKS = {
     "ORDER wide attention": ("2d_order_wide-attention", "nnUNetTrainerORDER"),
     "MK-UNet base": ("2d_mkunet", "nnUNetTrainerMKUNet"),
     "nnU-Net default": ("2d", "nnUNetTrainer"),
+    RESENC_M: ("2d", "nnUNetTrainer"),  # with nnUNetResEncUNetMPlans (reproduction.PRESETS)
 }
 REFERENCE = "nnU-Net default"
 PAIRS = [("ORDER", "ORDER without attention"), ("ORDER with confidence gate", "ORDER"),
          ("ORDER wide attention", "ORDER without attention"), ("ORDER wide attention", "ORDER"),
-         ("ORDER", "MK-UNet base"), ("ORDER", "nnU-Net default")]
+         ("ORDER", "MK-UNet base"), ("ORDER", "nnU-Net default"), ("ORDER", RESENC_M), (RESENC_M, "nnU-Net default")]
 TIME_MULTIPLIERS = (1, 2, 4)  # the schedule variants that exist: _cpu, _cpu2x, _cpu4x
 PAPER = {"ORDER": 81.3, "MK-UNet base": 75.3}
 
@@ -77,15 +81,17 @@ def train_stages(r: Reproduction, networks: Dict[str, int], run: int):
                           run) for name, multiplier in networks.items() for fold in r.scale.folds]
 
 
-def compare_run(r: Reproduction, networks: Dict[str, int], plans: str, tag: str) -> Dict[str, dict]:
-    """``nnunet-laworder compare --paired`` of one run; ``{name: its compare model entry}``."""
+def compare_run(r: Reproduction, networks: Dict[str, int], run: int, tag: str) -> Dict[str, dict]:
+    """``nnunet-laworder compare --paired`` of run ``run``; ``{name: its compare model entry}``."""
     names = list(networks)
     configurations = [NETWORKS[n][0] for n in names]
     trainers = [NETWORKS[n][1] + schedule_suffix(r, networks[n]) for n in names]
+    plans = [r.replicate_plans(REAL_ID, run, base=plans_of(n)) for n in names]
     out = r.results / f"{tag}_compare.json"
-    reference = f"{trainers[names.index('ORDER')]}__{plans}__{configurations[names.index('ORDER')]}"
+    order = names.index("ORDER")
+    reference = f"{trainers[order]}__{plans[order]}__{configurations[order]}"
     r.run([(Stage(f"compare {tag}", ["nnunet-laworder", "compare", "-d", str(REAL_ID), "-c", *configurations,
-                                     "-tr", *trainers, "-p", plans, "-f", *map(str, r.scale.folds), "--paired",
+                                     "-tr", *trainers, "-p", *plans, "-f", *map(str, r.scale.folds), "--paired",
                                      reference, "--json", str(out)]), None)])
     report = json.loads(out.read_text())
     return dict(zip(names, report["models"]))
@@ -96,10 +102,11 @@ def time_multipliers(r: Reproduction, names: List[str]) -> Tuple[Dict[str, int],
     out = r.results / "order_ablation_benchmark.json"
     r.run([(Stage("benchmark training steps", [
         "nnunet-laworder", "benchmark", "-d", str(REAL_ID), "-c", *[NETWORKS[n][0] for n in names],
-        "-tr", *[NETWORKS[n][1] + r.scale.trainer_suffix for n in names], "-device", r.device, "--no-memory",
+        "-tr", *[NETWORKS[n][1] + r.scale.trainer_suffix for n in names], "-p", *[plans_of(n) for n in names],
+        "-device", r.device, "--no-memory",
         "--repeats", "10", "--json", str(out)]), out)])
     rows = {row["identifier"]: row for row in json.loads(out.read_text())["rows"]}
-    step = {n: rows[f"{NETWORKS[n][1] + r.scale.trainer_suffix}__nnUNetPlans__{NETWORKS[n][0]}"]["train_step_ms"]
+    step = {n: rows[f"{NETWORKS[n][1] + r.scale.trainer_suffix}__{plans_of(n)}__{NETWORKS[n][0]}"]["train_step_ms"]
             for n in names}
     ratios = {n: step[REFERENCE] / step[n] for n in names}
     return {n: max(m for m in TIME_MULTIPLIERS if m <= max(1.0, ratios[n])) for n in names}, ratios
@@ -156,7 +163,8 @@ def main(argv=None) -> int:
     r = Reproduction.from_args(args, "reproduce_order_ablation")
     n_runs = extra.runs or (3 if r.scale.name == "cpu" else 1)
     names = [n for n in NETWORKS if n in extra.networks or n in (REFERENCE, "ORDER")]
-    r.run(r.prepare_real())
+    r.run(r.prepare_real() + r.preset_stages(names))
+    planned_batch_sizes = r.equal_batch_size(names)
     r.run([(Stage(f"ORDER {variant} configuration", ["nnunet-laworder", "plans", "-d", str(REAL_ID), "-c",
                                                      CONFIGURATION, "--arch", "order", "--variant", variant]), None)
            for variant in ("no-attention", "confidence-gate", "wide-attention")])
@@ -173,10 +181,9 @@ def main(argv=None) -> int:
             trained = {n: m for n, m in networks.items() if run == 0 or n in extra.replicate}
             if run > 0 and set(trained) <= {REFERENCE}:
                 break
-            plans = r.replicate_plans(REAL_ID, run)
             # a network whose multiplier is 1 has been trained for equal iterations already: its stage is skipped
             r.run(train_stages(r, trained, run))
-            runs.append(compare_run(r, trained, plans, f"order_ablation_{budget.split()[1]}_r{run}"))
+            runs.append(compare_run(r, trained, run, f"order_ablation_{budget.split()[1]}_r{run}"))
         results[budget] = summarise(runs, networks)
     lines = [f"{n_runs} run(s) of {', '.join(extra.replicate)}, one of the others; the Dice of a case is its mean "
              f"over a network's runs; differences are A - B over the same validation cases.", ""]
@@ -189,9 +196,10 @@ def main(argv=None) -> int:
               "![ablation](order_ablation.png)"]
     plot(results, r.results / "order_ablation.png")
     main_result = results["equal iterations"]
-    r.write_table("order_ablation", "ORDER ablation: attention, gate, backbone, MK-UNet base, nnU-Net default",
-                  lines, {"paired": main_result["paired"], "rows": main_result["rows"], "runs": n_runs,
-                          "by_budget": results, "step_ratios": ratios, "paper": PAPER})
+    r.write_table("order_ablation", "ORDER ablation: attention, gate, backbone, MK-UNet base, nnU-Net default and "
+                  "ResEnc M", lines, {"paired": main_result["paired"], "rows": main_result["rows"], "runs": n_runs,
+                                      "by_budget": results, "step_ratios": ratios, "paper": PAPER,
+                                      "planned_batch_sizes": planned_batch_sizes})
     return 0
 
 

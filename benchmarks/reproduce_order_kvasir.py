@@ -1,28 +1,31 @@
 """Claim: ORDER beats MK-UNet on Kvasir-SEG (paper: Dice 81.3 vs 75.3) with 42K parameters, ~730x fewer than
-nnU-Net's default network. Trains ORDER, MK-UNet (base) and nnU-Net's default 2D U-Net on the same real folds
-with the same schedule, then benchmarks the three networks side by side and compares nnU-Net's validation Dice.
+nnU-Net's default network. Trains ORDER, MK-UNet (base), nnU-Net's default 2D U-Net and nnU-Net's residual-encoder
+preset M (``nnUNetv2_plan_experiment -pl nnUNetPlannerResEncM``; below ``--scale paper`` at the default plans' batch
+size, see reproduction.Scale) on the same real folds with the same schedule, then benchmarks the networks side by
+side and compares nnU-Net's validation Dice.
 
     python benchmarks/reproduce_order_kvasir.py                   # reduced scale, CPU, under an hour
     python benchmarks/reproduce_order_kvasir.py --scale paper     # all pairs, five folds, 1000 epochs, GPU
 
 Writes ``WORK/results/order_kvasir.{md,json}`` plus the benchmark and compare JSON / PNG beside them.
 """
-from reproduction import REAL_ID, Reproduction, Stage, parse_args
+from reproduction import REAL_ID, RESENC_M, Reproduction, Stage, parse_args
 
 PAPER = {"ORDER": {"dice": 81.3, "iou": 81.7, "parameters": 42_000, "gmacs": 0.56},
          "MK-UNet": {"dice": 75.3}, "nnU-Net default": {"parameters": 42_000 * 730}}
-ORDER_OF_ROWS = ["ORDER", "MK-UNet", "nnU-Net default"]
+ORDER_OF_ROWS = ["ORDER", "MK-UNet", "nnU-Net default", RESENC_M]
 
 
 def main(argv=None) -> int:
     r = Reproduction.from_args(parse_args(__doc__.split("\n")[0], argv), "reproduce_order_kvasir")
-    r.run(r.prepare_real())
+    r.run(r.prepare_real() + r.preset_stages(ORDER_OF_ROWS))
+    planned_batch_sizes = r.equal_batch_size(ORDER_OF_ROWS)
     r.run(r.train_stages(REAL_ID, ORDER_OF_ROWS))
     benchmark = r.results / "order_benchmark.json"
     # the trainers that trained the models, so that `compare` finds each model's latency under its identifier
-    configurations, trainers = r.models(ORDER_OF_ROWS)
+    configurations, trainers, plans = r.models(ORDER_OF_ROWS)
     r.run([(Stage("benchmark", ["nnunet-laworder", "benchmark", "-d", str(REAL_ID), "-c", *configurations,
-                                "-tr", *trainers, "-device", r.device, "--json", str(benchmark),
+                                "-tr", *trainers, "-p", *plans, "-device", r.device, "--json", str(benchmark),
                                 "--png", str(benchmark.with_suffix(".png"))]), benchmark)])
     report = r.compare(REAL_ID, ORDER_OF_ROWS, "order", benchmark)
     rows = {}
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
               "columns say how many times nnU-Net's default network's parameters / latency each network's are.",
               "", "![compare](order_compare.png)", "", "![benchmark](order_benchmark.png)"]
     r.write_table("order_kvasir", "ORDER vs MK-UNet vs nnU-Net's default on Kvasir-SEG", lines,
-                  {"rows": rows, "paper": PAPER})
+                  {"rows": rows, "paper": PAPER, "planned_batch_sizes": planned_batch_sizes})
     return 0
 
 

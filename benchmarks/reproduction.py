@@ -36,13 +36,25 @@ LAW_IDS = {"law": 511, "prior": 512, "uniform": 513}
 RATIO_IDS = {0.25: 521, 0.5: 522, 1.0: 523}
 JUDGE = "ORDER"  # the quality gate of law synthesize: the real-only model of this segmenter
 CONFIGURATION = "2d"
+DEFAULT_PLANS = "nnUNetPlans"
+# the segmenters with plans of their own: (nnUNetv2_plan_experiment -pl PLANNER, the plans it writes). nnU-Net's
+# residual-encoder preset M is the baseline its maintainers recommend since 2.4 ("nnU-Net revisited", MICCAI 2024);
+# it reads the data nnUNetPlans preprocessed. Planned on the real dataset only (the LAW datasets carry nnUNetPlans).
+RESENC_M = "nnU-Net ResEnc M"
+PRESETS = {RESENC_M: ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans")}
 # the segmenters of the comparison: (configuration, trainer without its schedule suffix)
-SEGMENTERS = {"nnU-Net default": ("2d", "nnUNetTrainer"), "ORDER": ("2d_order", "nnUNetTrainerORDER"),
-              "MK-UNet": ("2d_mkunet", "nnUNetTrainerMKUNet"), "SPAD": ("2d", "nnUNetTrainerSPAD"),
-              "cDAL": ("2d", "nnUNetTrainerCDAL")}
+SEGMENTERS = {"nnU-Net default": ("2d", "nnUNetTrainer"), RESENC_M: ("2d", "nnUNetTrainer"),
+              "ORDER": ("2d_order", "nnUNetTrainerORDER"), "MK-UNet": ("2d_mkunet", "nnUNetTrainerMKUNet"),
+              "SPAD": ("2d", "nnUNetTrainerSPAD"), "cDAL": ("2d", "nnUNetTrainerCDAL")}
+LAW_SEGMENTERS = [name for name in SEGMENTERS if name not in PRESETS]  # what trains on a LAW dataset's nnUNetPlans
 
 
 POLYP = "polyp"  # the label name the Kvasir-SEG converter writes
+
+
+def plans_of(segmenter: str) -> str:
+    """The plans a segmenter (a name of SEGMENTERS or of a script's networks) trains with."""
+    return PRESETS[segmenter][1] if segmenter in PRESETS else DEFAULT_PLANS
 
 
 def averaged_cases(models: List[dict]) -> Dict[str, float]:
@@ -98,6 +110,9 @@ class Scale:
     sampling_steps: int
     downstream_ratio: float  # synthetic / real training cases of the downstream comparison (a key of RATIO_IDS)
     runs: int  # training runs of each replicated segmenter (one run of one fold moves by a few Dice points)
+    # False: the presets (PRESETS) train at nnUNetPlans' batch size, as every other segmenter (equal images per
+    # iteration), since ResEnc M's planner lifts nnU-Net's 5 %-of-the-dataset cap (at 128 px: 197 instead of 10)
+    preset_batch_size: bool
 
     def trainer(self, base: str) -> str:
         return base + self.trainer_suffix
@@ -110,15 +125,16 @@ SCALES = {
     # downstream: a quarter as many synthetic as real training cases (the ratio study), 3 runs of ORDER
     "cpu": Scale("cpu", 200, 128, (0,), "_cpu", "cpu",
                  ("--iterations", "1500", "--batch-size", "16", "--image-size", "64", "64", "--features", "16", "32",
-                  "64", "--lr", "1e-3", "--warmup-steps", "250", "--save-every", "250"), 100, 100, 0.25, 3),
+                  "64", "--lr", "1e-3", "--warmup-steps", "250", "--save-every", "250"), 100, 100, 0.25, 3, False),
     # checks that the scripts run end to end, in minutes; its numbers mean nothing
     "smoke": Scale("smoke", 16, 64, (0,), "_smoke", "cpu",
                    ("--iterations", "6", "--batch-size", "4", "--image-size", "32", "32", "--features", "8", "16",
-                    "--save-every", "3"), 4, 3, 0.25, 2),
+                    "--save-every", "3"), 4, 3, 0.25, 2, False),
     # the papers' setting on a GPU: every pair at full resolution, five folds, nnU-Net's 1000 x 250 schedule,
     # the default generator at 256 x 256
     "paper": Scale("paper", None, None, (0, 1, 2, 3, 4), "", "cuda",
-                   ("--iterations", "20000", "--batch-size", "16", "--image-size", "256", "256"), 1000, 50, 1.0, 1),
+                   ("--iterations", "20000", "--batch-size", "16", "--image-size", "256", "256"), 1000, 50, 1.0, 1,
+                   True),
 }
 
 
@@ -174,9 +190,6 @@ class Reproduction:
         """The folder name of a dataset id in nnUNet_raw (exists once converted / synthesized)."""
         found = sorted((self.work / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
         return found[0].name if found else f"Dataset{dataset_id:03d}_{REAL_NAME}"
-
-    def model_folder(self, dataset_id: int, configuration: str, trainer: str) -> Path:
-        return self.work / "nnUNet_results" / self.dataset(dataset_id) / f"{trainer}__nnUNetPlans__{configuration}"
 
     def run(self, stages: List[Tuple[Stage, Optional[Path]]]) -> Dict[str, float]:
         """Run the stages whose product does not exist yet (no product: always); returns their wall times.
@@ -253,30 +266,55 @@ class Reproduction:
         return [
             (Stage(f"plan and preprocess {d}", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", CONFIGURATION,
                                                 "--verify_dataset_integrity", "-np", "2"]),
-             preprocessed / "nnUNetPlans.json"),
+             preprocessed / f"{DEFAULT_PLANS}.json"),
             (Stage(f"ORDER configuration {d}", ["nnunet-laworder", "plans", "-d", d, "-c", CONFIGURATION, "--arch",
                                                 "order"]), None),
         ]
+
+    def preset_stages(self, segmenters: List[str]) -> List[Tuple[Stage, Optional[Path]]]:
+        """``nnUNetv2_plan_experiment -pl PLANNER`` on the real dataset for each segmenter of PRESETS among
+        ``segmenters``; run :meth:`equal_batch_size` after them."""
+        preprocessed = self.work / "nnUNet_preprocessed" / self.dataset(REAL_ID)
+        return [(Stage(f"plan {name}", ["nnUNetv2_plan_experiment", "-d", str(REAL_ID), "-pl", PRESETS[name][0]]),
+                 preprocessed / f"{PRESETS[name][1]}.json") for name in segmenters if name in PRESETS]
+
+    def equal_batch_size(self, segmenters: List[str]) -> Dict[str, int]:
+        """Unless the scale keeps the presets' own batch size, give each preset's configuration nnUNetPlans' batch
+        size (what a user does by editing the plans file); returns {segmenter: the planner's batch size}."""
+        folder = self.work / "nnUNet_preprocessed" / self.dataset(REAL_ID)
+        planned = {}
+        for name in segmenters:
+            if name not in PRESETS:
+                continue
+            path = folder / f"{PRESETS[name][1]}.json"
+            plans = json.loads(path.read_text())
+            configuration = plans["configurations"][SEGMENTERS[name][0]]
+            planned[name] = configuration.setdefault("planned_batch_size", configuration["batch_size"])
+            if not self.scale.preset_batch_size:
+                default = json.loads((folder / f"{DEFAULT_PLANS}.json").read_text())
+                configuration["batch_size"] = default["configurations"][CONFIGURATION]["batch_size"]
+            path.write_text(json.dumps(plans, indent=4))
+        return planned
 
     def preprocess_stages(self, dataset_id: int) -> List[Tuple[Stage, Optional[Path]]]:
         """Preprocess a synthetic dataset with the real dataset's plans, which ``law synthesize`` put in its
         preprocessed folder: no planning, so real only vs real + LAW differs in the training cases alone."""
         d = str(dataset_id)
         preprocessed = self.work / "nnUNet_preprocessed" / self.dataset(dataset_id)
-        plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+        plans = json.loads((preprocessed / f"{DEFAULT_PLANS}.json").read_text())
         data = preprocessed / plans["configurations"][CONFIGURATION]["data_identifier"]
-        return [(Stage(f"preprocess {d}", ["nnUNetv2_preprocess", "-d", d, "-plans_name", "nnUNetPlans", "-c",
+        return [(Stage(f"preprocess {d}", ["nnUNetv2_preprocess", "-d", d, "-plans_name", DEFAULT_PLANS, "-c",
                                            CONFIGURATION, "-np", "2"]), data)]
 
-    def replicate_plans(self, dataset_id: int, run: int, tag: str = "") -> str:
-        """Plans identifier of run ``run``: nnUNetPlans itself for run 0, else a copy under another name (the same
-        preprocessed data, a results folder of its own, so nnU-Net keeps each run's models apart); ``tag`` names
-        a copy for models that differ only in an environment variable."""
-        name = "nnUNetPlans" + (f"_{tag}" if tag else "") + (f"_r{run}" if run else "")
-        if name == "nnUNetPlans":
+    def replicate_plans(self, dataset_id: int, run: int, tag: str = "", base: str = DEFAULT_PLANS) -> str:
+        """Plans identifier of run ``run``: the ``base`` plans themselves for run 0, else a copy under another name
+        (the same preprocessed data, a results folder of its own, so nnU-Net keeps each run's models apart); ``tag``
+        names a copy for models that differ only in an environment variable."""
+        name = base + (f"_{tag}" if tag else "") + (f"_r{run}" if run else "")
+        if name == base:
             return name
         folder = self.work / "nnUNet_preprocessed" / self.dataset(dataset_id)
-        plans = json.loads((folder / "nnUNetPlans.json").read_text())
+        plans = json.loads((folder / f"{base}.json").read_text())
         plans["plans_name"] = name
         text = json.dumps(plans, indent=4)
         if not (folder / f"{name}.json").is_file() or (folder / f"{name}.json").read_text() != text:
@@ -285,10 +323,11 @@ class Reproduction:
 
     def train_stage(self, dataset_id: int, name: str, configuration: str, trainer: str, fold: int, run: int = 0,
                     tag: str = "", env: Optional[Dict[str, str]] = None) -> Tuple[Stage, Path]:
-        """nnUNetv2_train of one model and fold in run ``run``: seed 12345 + run (the short schedules are seeded, so
-        runs with one seed would be copies), the run's plans (``tag``: see replicate_plans) and ``env``'s extra
-        variables; ``--c`` where an interrupted run left a checkpoint."""
-        plans = self.replicate_plans(dataset_id, run, tag)
+        """nnUNetv2_train of one model (segmenter or network ``name``) and fold in run ``run``: seed 12345 + run (the
+        short schedules are seeded, so runs with one seed would be copies), the run's copy of ``name``'s plans
+        (``tag``: see replicate_plans) and ``env``'s extra variables; ``--c`` where an interrupted run left a
+        checkpoint."""
+        plans = self.replicate_plans(dataset_id, run, tag, plans_of(name))
         folder = (self.work / "nnUNet_results" / self.dataset(dataset_id) / f"{trainer}__{plans}__{configuration}" /
                   f"fold_{fold}")
         variables = [f"{k}={v}" for k, v in sorted((env or {}).items())]
@@ -302,7 +341,7 @@ class Reproduction:
     def train_stages(self, dataset_id: int, segmenters: List[str], run: int = 0) -> List[Tuple[Stage, Path]]:
         """nnUNetv2_train for each segmenter (a name of SEGMENTERS) and fold, in run ``run``."""
         return [self.train_stage(dataset_id, name, configuration, trainer, fold, run)
-                for name, configuration, trainer in zip(segmenters, *self.models(segmenters))
+                for name, configuration, trainer, _ in zip(segmenters, *self.models(segmenters))
                 for fold in self.scale.folds]
 
     def law_stages(self, weighting: str) -> List[Tuple[Stage, Optional[Path]]]:
@@ -329,18 +368,21 @@ class Reproduction:
                        "-device", self.device, "--no-progress"]),
                 self.work / "nnUNet_raw" / f"Dataset{output_id:03d}_{name}" / "dataset.json")
 
-    def models(self, segmenters: List[str]) -> Tuple[List[str], List[str]]:
-        """The segmenters' configurations and trainers (with the scale's schedule), paired by position."""
+    def models(self, segmenters: List[str], dataset_id: int = REAL_ID, run: int = 0
+               ) -> Tuple[List[str], List[str], List[str]]:
+        """The segmenters' configurations, trainers (with the scale's schedule) and plans (run ``run``'s copies on
+        ``dataset_id``), paired by position."""
         return ([SEGMENTERS[name][0] for name in segmenters],
-                [self.scale.trainer(SEGMENTERS[name][1]) for name in segmenters])
+                [self.scale.trainer(SEGMENTERS[name][1]) for name in segmenters],
+                [self.replicate_plans(dataset_id, run, base=plans_of(name)) for name in segmenters])
 
     def compare(self, dataset_id: int, segmenters: List[str], tag: str,
                 benchmark_json: Optional[Path] = None, run: int = 0) -> dict:
         """``nnunet-laworder compare`` of the segmenters' run ``run`` on a dataset; returns its JSON report."""
-        configurations, trainers = self.models(segmenters)
+        configurations, trainers, plans = self.models(segmenters, dataset_id, run)
         out = self.results / f"{tag}_compare.json"
         command = ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c", *configurations, "-tr", *trainers,
-                   "-p", self.replicate_plans(dataset_id, run), "-f", *map(str, self.scale.folds), "--json", str(out),
+                   "-p", *plans, "-f", *map(str, self.scale.folds), "--json", str(out),
                    "--png", str(out.with_suffix(".png"))]
         if benchmark_json is not None:
             command += ["--benchmark-json", str(benchmark_json)]
