@@ -20,15 +20,20 @@ stdout and stderr as a spawned one inherits them (``adopt_command_process``).
 Variables that a module reads when it is imported (nnU-Net's ``nnUNet_def_n_proc``, OpenMP's and MKL's thread
 counts when torch loads) are the server's: commands whose environment differs there get a server of their own.
 nnU-Net's folders and every other variable are read when a command runs, so they come with each command.
+
+A shell script (the README's workflow) reaches the same commands through ``scripts_on_path``: shims named after the
+console scripts, first on its PATH, forward each command to the test process through a socket.
 """
 import atexit
 import contextlib
 import json
 import os
 import shutil
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 from multiprocessing import reduction
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -176,11 +181,12 @@ class PreloadedCommands:
                                            stdout=subprocess.PIPE, stderr=stderr, text=True)
         assert self.server.stdout.readline().strip() == "ready", self.import_stderr.read_text()
 
-    def run(self, cmd: list, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+    def run(self, cmd: list, env: dict, timeout: float = 900, cwd: Optional[str] = None
+            ) -> subprocess.CompletedProcess:
         assert cmd[0] in SCRIPTS and import_time_key(env) == self.key, cmd
         stdout, stderr = self.folder / "stdout", self.folder / "stderr"
-        request = {"argv": [str(c) for c in cmd], "env": dict(env), "cwd": str(Path.cwd()), "stdout": str(stdout),
-                   "stderr": str(stderr), "timeout": timeout}
+        request = {"argv": [str(c) for c in cmd], "env": dict(env), "cwd": cwd or str(Path.cwd()),
+                   "stdout": str(stdout), "stderr": str(stderr), "timeout": timeout}
         self.server.stdin.write(json.dumps(request) + "\n")
         self.server.stdin.flush()
         reply = json.loads(self.server.stdout.readline())
@@ -230,3 +236,55 @@ def preloaded_cli(env: dict):
     yield cli
     # the imports a user's command would pay for print nothing on stderr, so each command's stderr is all it printed
     assert cli.commands.import_stderr.read_text().strip() == ""
+
+
+# A console script a shell runs, forwarded to the preloaded commands of the test process that started the shell.
+# Without site (-S) it starts in milliseconds; the command gets the shell's argv, environment (less the two
+# variables below) and folder, and its children find the installed console scripts.
+SHIM = """#!{python} -S
+import json, os, socket, sys
+address = os.environ.pop("PRELOADED_COMMANDS_SOCKET")
+os.environ["PATH"] = os.environ.pop("PRELOADED_COMMANDS_PATH")
+with socket.socket(socket.AF_UNIX) as connection:
+    connection.connect(address)
+    request = {{"argv": [{name!r}, *sys.argv[1:]], "env": dict(os.environ), "cwd": os.getcwd()}}
+    connection.sendall(json.dumps(request).encode() + b"\\n")
+    reply = json.loads(connection.makefile().readline())
+sys.stdout.write(reply["stdout"])
+sys.stderr.write(reply["stderr"])
+sys.exit(reply["returncode"])
+"""
+
+
+class _ForwardedCommand(socketserver.StreamRequestHandler):
+    def handle(self):
+        request = json.loads(self.rfile.readline())
+        env = request["env"]
+        try:
+            result = preloaded_commands(env).run(request["argv"], env, cwd=request["cwd"])
+            reply = {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+        except subprocess.TimeoutExpired as timeout:
+            reply = {"returncode": 124, "stdout": timeout.output or "", "stderr": f"{timeout.stderr or ''}\n{timeout}"}
+        self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+
+@contextlib.contextmanager
+def scripts_on_path(env: dict, folder: Path):
+    """``env`` for a shell whose ``nnunet-laworder`` and ``nnUNetv2_*`` are the preloaded commands of this process:
+    ``folder`` holds one executable shim per script (SHIM), first on PATH, which forwards the command through a
+    socket; a command runs as ``nnunet_helpers.run`` runs it. Commands run one at a time."""
+    folder.mkdir()
+    for name in SCRIPTS:
+        shim = folder / name
+        shim.write_text(SHIM.format(python=sys.executable, name=name))
+        shim.chmod(0o755)
+    installed = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    address = Path(tempfile.mkdtemp(prefix="commands_")) / "socket"  # short: a socket's path has 107 bytes at most
+    with socketserver.UnixStreamServer(str(address), _ForwardedCommand) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield dict(env, PATH=f"{folder}{os.pathsep}{installed}", PRELOADED_COMMANDS_PATH=installed,
+                   PRELOADED_COMMANDS_SOCKET=str(address))
+        server.shutdown()
+        thread.join()
+    shutil.rmtree(address.parent)

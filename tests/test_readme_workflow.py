@@ -3,19 +3,22 @@
 The ```bash block under "## Polyps, 2D" runs in bash, command after command, in fresh nnU-Net folders, after the
 substitutions of ``SUBSTITUTIONS`` (each says why: the data at hand, no GPU, time on 2 CPU cores). Every
 substitution must find its text, so a README change that one of them no longer fits fails here too: the test and
-the README change together. The chain (12 commands, three trainings) takes 2-4 minutes on 2 CPU cores; the README's
-five folds would take five times as long.
+the README change together. The shell's ``nnunet-laworder`` and ``nnUNetv2_*`` are this worker's preloaded commands
+(``preloaded_cli.scripts_on_path``: the installed entry points with the shell's arguments, environment and folder,
+without importing torch and nnU-Net for each of them); the demo's test runs the installed console scripts as
+child processes. The chain (12 commands, three trainings) took 2.5 minutes on 2 CPU cores as child processes; the
+README's five folds would take five times as long.
 """
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, require_data
 from nnunet_helpers import copy_kvasir_subset, nnunet_env
+from preloaded_cli import scripts_on_path
 
 SECTION = "## Polyps, 2D"
 N_TRAIN, N_TEST = 5, 2  # nnU-Net splits the training cases into five folds: five is the fewest it takes
@@ -75,9 +78,9 @@ def test_polyp_workflow_commands_run_as_written(nnunet_dirs, tmp_path):
     script.write_text(header + substituted(command_lines(readme_block(SECTION)), subset))
     work = tmp_path / "work"  # where the README's relative output folder (pred_order) goes
     work.mkdir()
-    env = nnunet_env(nnunet_dirs)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the console scripts of this environment
-    result = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=1800)
+    with scripts_on_path(nnunet_env(nnunet_dirs), tmp_path / "commands") as env:
+        result = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True,
+                                timeout=1800)
     # the last command traced is the one that failed
     assert result.returncode == 0, f"{script.read_text()}\nfailed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
 
