@@ -23,6 +23,7 @@ import numpy as np
 
 from nnunet_laworder.evaluation.compare import case_dice
 from nnunet_laworder.evaluation.paired import paired_difference
+from nnunet_laworder.nnunet_folders import read_json, save_json_atomic
 from nnunet_laworder.training.discovery import trainer_folder
 from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED
 from nnunet_laworder.workflow import Stage, run_side_by_side, run_stage
@@ -282,18 +283,16 @@ class Reproduction:
         """Unless the scale keeps the presets' own batch size, give each preset's configuration nnUNetPlans' batch
         size (what a user does by editing the plans file); returns {segmenter: the planner's batch size}."""
         folder = self.work / "nnUNet_preprocessed" / self.dataset(REAL_ID)
+        default_batch_size = read_json(folder / f"{DEFAULT_PLANS}.json")["configurations"][CONFIGURATION]["batch_size"]
         planned = {}
-        for name in segmenters:
-            if name not in PRESETS:
-                continue
+        for name in (name for name in segmenters if name in PRESETS):
             path = folder / f"{PRESETS[name][1]}.json"
-            plans = json.loads(path.read_text())
+            plans = read_json(path)
             configuration = plans["configurations"][SEGMENTERS[name][0]]
             planned[name] = configuration.setdefault("planned_batch_size", configuration["batch_size"])
             if not self.scale.preset_batch_size:
-                default = json.loads((folder / f"{DEFAULT_PLANS}.json").read_text())
-                configuration["batch_size"] = default["configurations"][CONFIGURATION]["batch_size"]
-            path.write_text(json.dumps(plans, indent=4))
+                configuration["batch_size"] = default_batch_size
+            save_json_atomic(plans, path, indent=4)  # nnU-Net's own indent; never half-written for nnUNetv2_train
         return planned
 
     def preprocess_stages(self, dataset_id: int) -> List[Tuple[Stage, Optional[Path]]]:

@@ -5,6 +5,7 @@ repository). Where it is absent the data tests skip with the reason, unless ``NN
 (set by CI) turns such a skip into a failure.
 """
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
-    sizes = {}
-    for item in items:
-        sizes[xdist_group(item)] = sizes.get(xdist_group(item), 0) + 1
+    sizes = Counter(xdist_group(item) for item in items)
     rank = {group: (LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST), -size)
             for group, size in sizes.items()}
     position = {item: n for n, item in enumerate(items)}

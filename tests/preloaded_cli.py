@@ -91,6 +91,7 @@ os.dup2(stdout, 1)
 os.close(stdout)
 os.environ.pop("PYTHONPATH") if python_path is None else os.environ.update(PYTHONPATH=python_path)
 prepared = spawn.get_preparation_data
+from preloaded_cli import CommandProcess
 sys.stderr.flush()
 print("ready", flush=True)
 
@@ -122,7 +123,6 @@ for line in sys.stdin:
         # restarted); its workers adopt this command's environment, stdout and stderr
         context._concrete_contexts["spawn"] = context._concrete_contexts["forkserver"]
         forkserver._forkserver.ensure_running = resource_tracker.ensure_running
-        from preloaded_cli import CommandProcess
         spawn.get_preparation_data = lambda name: dict(prepared(name), command_process=CommandProcess())
         try:
             code = exit_code(scripts[sys.argv[0]].load()())

@@ -116,29 +116,29 @@ def test_hippocampus_3d_order_trains_and_predicts(hippocampus_planned, nnunet_fo
 
 
 # nnU-Net's residual-encoder preset M (nnUNetv2_plan_experiment -pl nnUNetPlannerResEncM)
-RESENC_M = "nnUNetResEncUNetMPlans"
+RESENC_M_PLANS = "nnUNetResEncUNetMPlans"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,trainer,plans", [("order", "nnUNetTrainerORDER_smoke", "nnUNetPlans"),
                                                 ("mkunet", "nnUNetTrainerMKUNet_smoke", "nnUNetPlans"),
                                                 # the preset's batch (21 at 160 px): one epoch of two steps
-                                                ("order", "nnUNetTrainerORDER_twoIterations", RESENC_M)])
+                                                ("order", "nnUNetTrainerORDER_twoIterations", RESENC_M_PLANS)])
 def test_kvasir_2d_trains_and_predicts(kvasir_order_smoke, tmp_path, arch, trainer, plans):
     env, raw = dict(kvasir_order_smoke["env"]), kvasir_order_smoke["raw"]
     results = kvasir_order_smoke["folders"]["nnUNet_results"]
     preprocessed = kvasir_order_smoke["folders"]["nnUNet_preprocessed"] / raw.name
     configuration, d = f"2d_{arch}", str(KVASIR_ID)
-    if plans == RESENC_M:  # planned beside nnUNetPlans, as nnU-Net's documentation has it: no new preprocessing
+    if plans == RESENC_M_PLANS:  # planned beside nnUNetPlans, as nnU-Net's documentation has it: no new preprocessing
         env["nnUNet_extTrainer"] += os.pathsep + str(short_trainers(tmp_path))
         run(["nnUNetv2_plan_experiment", "-d", d, "-pl", "nnUNetPlannerResEncM"], env)
     if (arch, plans) != ("order", "nnUNetPlans"):  # ORDER on nnUNetPlans: trained by the session fixture
         run(["nnunet-laworder", "plans", "-d", d, "-c", "2d", "--arch", arch, "-p", plans], env)
         run(["nnUNetv2_train", d, configuration, "0", "-tr", trainer, "-p", plans, "-device", "cpu"], env)
     losses = train_losses(results, raw.name, trainer, configuration, plans=plans)
-    assert losses[-1] < losses[0] if plans != RESENC_M else len(losses) == 1
+    assert losses[-1] < losses[0] if plans != RESENC_M_PLANS else len(losses) == 1
     model = results / raw.name / f"{trainer}__{plans}__{configuration}"
-    if plans == RESENC_M:  # ORDER inherits the preset's batch and patch, and reads the data nnUNetPlans wrote
+    if plans == RESENC_M_PLANS:  # ORDER inherits the preset's batch and patch, and reads the data nnUNetPlans wrote
         planned = json.loads((preprocessed / f"{plans}.json").read_text())["configurations"]
         used = json.loads((model / "plans.json").read_text())["configurations"]
         assert used[configuration]["inherits_from"] == "2d" and used["2d"] == planned["2d"]
