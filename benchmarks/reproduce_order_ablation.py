@@ -12,8 +12,8 @@ folds, compared case for case (mean paired Dice difference, 95% bootstrap interv
 * **Equal iterations**: every network gets the scale's schedule (``_cpu``: 20 x 50 iterations).
 * **Equal training time**: every network gets about the iterations nnU-Net's default gets in the same wall clock:
   ``nnunet-laworder benchmark`` measures each training step side by side, and a network whose step is k times
-  cheaper trains with the largest schedule variant of at most k times the iterations (``_cpu2x``, ``_cpu4x``). A
-  network whose step is dearer (ResEnc M) has no shorter schedule: it trains at equal iterations only.
+  cheaper trains with the largest schedule variant of at most k times the iterations (``_cpu2x``, ``_cpu4x``); a
+  network whose step is about 2x dearer (ResEnc M) trains with half of them (``nnUNetTrainer_cpuhalf``).
 * **Runs**: one run of one fold is noisy (its initial weights, batches and augmentation: two runs once differed
   by 7 Dice points). The ``--replicate`` networks (default: ORDER, its backbone and the gated variant) train
   ``--runs`` times at equal iterations, the others once (a 2-core CPU has no time for more). Run k trains with
@@ -21,8 +21,13 @@ folds, compared case for case (mean paired Dice difference, 95% bootstrap interv
   data), so nnU-Net keeps each run's results apart; a case's Dice is the mean over a network's runs, and the
   paired statistics are over cases.
 
+* **Validation and test**: Dice on the fold's validation cases (where ORDER's variant and the schedules were
+  chosen) and on the scale's test split (``imagesTs``: pairs no training or choice has seen), each model predicting
+  it with ``nnUNetv2_predict`` and scored with ``nnUNetv2_evaluate_folder``.
+
 Writes ``WORK/results/order_ablation.{md,json}`` (``paired``: ``{"A vs B": {"mean_diff", "ci95", "cases", ...}}``,
-``rows``: Dice per network and budget, Dice as fractions) and ``order_ablation.png``.
+``rows``: Dice per network, Dice as fractions, on validation; ``test``: the same on the test split; ``by_budget``:
+both per budget) and ``order_ablation.png``.
 """
 import argparse
 import json
@@ -32,6 +37,7 @@ import numpy as np
 
 from nnunet_laworder.evaluation import plots
 from nnunet_laworder.evaluation.paired import paired_difference
+from nnunet_laworder.nnunet_folders import SPLITS
 from reproduction import (CONFIGURATION, REAL_ID, RESENC_M, Reproduction, Stage, averaged_cases, parse_args,
                           plans_of)
 
@@ -49,7 +55,7 @@ REFERENCE = "nnU-Net default"
 PAIRS = [("ORDER", "ORDER without attention"), ("ORDER with confidence gate", "ORDER"),
          ("ORDER wide attention", "ORDER without attention"), ("ORDER wide attention", "ORDER"),
          ("ORDER", "MK-UNet base"), ("ORDER", "nnU-Net default"), ("ORDER", RESENC_M), (RESENC_M, "nnU-Net default")]
-TIME_MULTIPLIERS = (1, 2, 4)  # the schedule variants that exist: _cpu, _cpu2x, _cpu4x
+TIME_MULTIPLIERS = {0.5: "half", 1: "", 2: "2x", 4: "4x"}  # the _cpu schedule variants that exist
 PAPER = {"ORDER": 81.3, "MK-UNet base": 75.3}
 
 
@@ -72,7 +78,7 @@ def parse(argv=None):
 def schedule_suffix(r: Reproduction, multiplier: int) -> str:
     if r.scale.name != "cpu" or multiplier == 1:
         return r.scale.trainer_suffix
-    return f"{r.scale.trainer_suffix}{multiplier}x"
+    return r.scale.trainer_suffix + TIME_MULTIPLIERS[multiplier]
 
 
 def train_stages(r: Reproduction, networks: Dict[str, int], run: int):
@@ -81,20 +87,20 @@ def train_stages(r: Reproduction, networks: Dict[str, int], run: int):
                           run) for name, multiplier in networks.items() for fold in r.scale.folds]
 
 
-def compare_run(r: Reproduction, networks: Dict[str, int], run: int, tag: str) -> Dict[str, dict]:
-    """``nnunet-laworder compare --paired`` of run ``run``; ``{name: its compare model entry}``."""
+def test_stages(r: Reproduction, networks: Dict[str, int], run: int):
+    """Prediction and evaluation of the test split by each network's models of run ``run``."""
+    return [stage for name, multiplier in networks.items() for fold in r.scale.folds
+            for stage in r.test_stages(REAL_ID, name, NETWORKS[name][0],
+                                       NETWORKS[name][1] + schedule_suffix(r, multiplier), fold, run)]
+
+
+def compare_run(r: Reproduction, networks: Dict[str, int], run: int, tag: str, split: str) -> Dict[str, dict]:
+    """``nnunet-laworder compare --paired`` (reference: ORDER) of run ``run`` on a split; ``{name: its model
+    entry}``."""
     names = list(networks)
-    configurations = [NETWORKS[n][0] for n in names]
-    trainers = [NETWORKS[n][1] + schedule_suffix(r, networks[n]) for n in names]
-    plans = [r.replicate_plans(REAL_ID, run, base=plans_of(n)) for n in names]
-    out = r.results / f"{tag}_compare.json"
-    order = names.index("ORDER")
-    reference = f"{trainers[order]}__{plans[order]}__{configurations[order]}"
-    r.run([(Stage(f"compare {tag}", ["nnunet-laworder", "compare", "-d", str(REAL_ID), "-c", *configurations,
-                                     "-tr", *trainers, "-p", *plans, "-f", *map(str, r.scale.folds), "--paired",
-                                     reference, "--json", str(out)]), None)])
-    report = json.loads(out.read_text())
-    return dict(zip(names, report["models"]))
+    models = [(NETWORKS[n][0], NETWORKS[n][1] + schedule_suffix(r, networks[n]),
+               r.replicate_plans(REAL_ID, run, base=plans_of(n))) for n in names]
+    return dict(zip(names, r.compare_models(tag, models, split, paired=names.index("ORDER"))))
 
 
 def time_multipliers(r: Reproduction, names: List[str]) -> Tuple[Dict[str, int], Dict[str, float]]:
@@ -109,7 +115,9 @@ def time_multipliers(r: Reproduction, names: List[str]) -> Tuple[Dict[str, int],
     step = {n: rows[f"{NETWORKS[n][1] + r.scale.trainer_suffix}__{plans_of(n)}__{NETWORKS[n][0]}"]["train_step_ms"]
             for n in names}
     ratios = {n: step[REFERENCE] / step[n] for n in names}
-    return {n: max(m for m in TIME_MULTIPLIERS if m <= max(1.0, ratios[n])) for n in names}, ratios
+    # the largest variant that is not longer than equal time; the shortest for a network dearer than all of them
+    return {n: max((m for m in TIME_MULTIPLIERS if m <= ratios[n]), default=min(TIME_MULTIPLIERS))
+            for n in names}, ratios
 
 
 def summarise(runs: List[Dict[str, dict]], multipliers: Dict[str, int]) -> dict:
@@ -143,8 +151,10 @@ def table(title: str, result: dict) -> List[str]:
 
 def plot(results: Dict[str, dict], path) -> None:
     """Paired differences with their intervals, one panel per budget."""
-    fig, axes = plots.panels(len(results), "ORDER ablation: paired per-case Dice differences (points)")
-    for ax, (budget, result) in zip(axes, results.items()):
+    panels = [(f"{budget}, {split}", result if split == "validation" else result["test"])
+              for budget, result in results.items() for split in SPLITS if split == "validation" or result["test"]]
+    fig, axes = plots.panels(len(panels), "ORDER ablation: paired per-case Dice differences (points)")
+    for ax, (budget, result) in zip(axes, panels):
         names = list(result["paired"])
         means = [100 * result["paired"][n]["mean_diff"] for n in names]
         errors = [[m - 100 * result["paired"][n]["ci95"][0] for n, m in zip(names, means)],
@@ -173,22 +183,29 @@ def main(argv=None) -> int:
     if extra.equal_time and r.scale.name != "paper":  # paper scale: nnU-Net's full schedule for every network
         multipliers, ratios = time_multipliers(r, names)
         budgets["equal training time"] = {n: multipliers[n] for n in names if n in extra.equal_time or n == REFERENCE}
+    splits = SPLITS if r.scale.test_cases else ("validation",)  # the paper scale has no test split here
     results = {}
     for budget, networks in budgets.items():
-        runs = []
+        runs: Dict[str, List[Dict[str, dict]]] = {split: [] for split in splits}
         for run in range(n_runs if budget == "equal iterations" else 1):
             # every network in the first run, the --replicate ones in every run
             trained = {n: m for n, m in networks.items() if run == 0 or n in extra.replicate}
             if run > 0 and set(trained) <= {REFERENCE}:
                 break
             # a network whose multiplier is 1 has been trained for equal iterations already: its stage is skipped
-            r.run(train_stages(r, trained, run))
-            runs.append(compare_run(r, trained, run, f"order_ablation_{budget.split()[1]}_r{run}"))
-        results[budget] = summarise(runs, networks)
+            r.run(train_stages(r, trained, run) + (test_stages(r, trained, run) if "test" in splits else []))
+            for split in splits:
+                runs[split].append(compare_run(r, trained, run, f"order_ablation_{budget.split()[1]}_r{run}", split))
+        # validation: the cases the choices (default variant, schedules) were made on; test: cases nothing chose on
+        results[budget] = {**summarise(runs["validation"], networks),
+                           "test": summarise(runs["test"], networks) if "test" in runs else None}
     lines = [f"{n_runs} run(s) of {', '.join(extra.replicate)}, one of the others; the Dice of a case is its mean "
-             f"over a network's runs; differences are A - B over the same validation cases.", ""]
+             f"over a network's runs; differences are A - B over the same cases: the validation cases of the fold "
+             f"(where ORDER's variant and the schedules were chosen) and the test split (imagesTs, "
+             f"{r.scale.test_cases} pairs that no training or choice has seen).", ""]
     for budget, result in results.items():
-        lines += table(budget, result)
+        lines += table(f"{budget}, validation", result)
+        lines += table(f"{budget}, test split", result["test"]) if result["test"] else []
     if ratios:
         lines += ["Training step of nnU-Net's default / of each network (benchmark, side by side): " +
                   ", ".join(f"{n} {v:.1f}x" for n, v in ratios.items()), ""]
@@ -197,7 +214,8 @@ def main(argv=None) -> int:
     plot(results, r.results / "order_ablation.png")
     main_result = results["equal iterations"]
     r.write_table("order_ablation", "ORDER ablation: attention, gate, backbone, MK-UNet base, nnU-Net default and "
-                  "ResEnc M", lines, {"paired": main_result["paired"], "rows": main_result["rows"], "runs": n_runs,
+                  "ResEnc M", lines, {"paired": main_result["paired"], "rows": main_result["rows"],
+                                      "test": main_result["test"], "runs": n_runs,
                                       "by_budget": results, "step_ratios": ratios, "paper": PAPER,
                                       "planned_batch_sizes": planned_batch_sizes})
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 
 from nnunet_laworder.evaluation.compare import case_dice
 from nnunet_laworder.evaluation.paired import paired_difference
-from nnunet_laworder.nnunet_folders import read_json, save_json_atomic
+from nnunet_laworder.nnunet_folders import commands_to_test, read_json, save_json_atomic, split_summary
 from nnunet_laworder.training.discovery import trainer_folder
 from nnunet_laworder.training.order_trainers import SHORT_SCHEDULE_SEED
 from nnunet_laworder.workflow import Stage, run_side_by_side, run_stage
@@ -102,6 +102,8 @@ class Scale:
     """How big a reproduction runs."""
     name: str
     cases: Optional[int]  # Kvasir-SEG pairs used (None: all), a seeded random subset
+    # Kvasir-SEG pairs of the test split (imagesTs / labelsTs; None: none), a seeded random subset of the others
+    test_cases: Optional[int]
     max_size: Optional[int]  # the converter's downscaling (None: full resolution)
     folds: Tuple[int, ...]
     trainer_suffix: str  # schedule of every segmenter: nnUNetTrainer_cpu / ORDER_cpu / ... or nnU-Net's full one
@@ -124,16 +126,16 @@ SCALES = {
     # small inpainting generator on 64 x 64 lesion windows at the images' resolution (1500 steps), 100 synthetic
     # cases through the quality gate (100 DDIM steps: at 25 this generator paints saturated, speckled lesions);
     # downstream: a quarter as many synthetic as real training cases (the ratio study), 3 runs of ORDER
-    "cpu": Scale("cpu", 200, 128, (0,), "_cpu", "cpu",
+    "cpu": Scale("cpu", 200, 200, 128, (0,), "_cpu", "cpu",
                  ("--iterations", "1500", "--batch-size", "16", "--image-size", "64", "64", "--features", "16", "32",
                   "64", "--lr", "1e-3", "--warmup-steps", "250", "--save-every", "250"), 100, 100, 0.25, 3, False),
     # checks that the scripts run end to end, in minutes; its numbers mean nothing
-    "smoke": Scale("smoke", 16, 64, (0,), "_smoke", "cpu",
+    "smoke": Scale("smoke", 16, 8, 64, (0,), "_smoke", "cpu",
                    ("--iterations", "6", "--batch-size", "4", "--image-size", "32", "32", "--features", "8", "16",
                     "--save-every", "3"), 4, 3, 0.25, 2, False),
     # the papers' setting on a GPU: every pair at full resolution, five folds, nnU-Net's 1000 x 250 schedule,
     # the default generator at 256 x 256
-    "paper": Scale("paper", None, None, (0, 1, 2, 3, 4), "", "cuda",
+    "paper": Scale("paper", None, None, None, (0, 1, 2, 3, 4), "", "cuda",
                    ("--iterations", "20000", "--batch-size", "16", "--image-size", "256", "256"), 1000, 50, 1.0, 1,
                    True),
 }
@@ -225,17 +227,29 @@ class Reproduction:
 
     # -- the stages ------------------------------------------------------------------------------------------
 
-    def kvasir_subset(self) -> Path:
-        """The scale's seeded random subset of Kvasir-SEG as symbolic links in the official layout."""
+    def kvasir_names(self) -> Tuple[List[str], List[str]]:
+        """The scale's (training, test) Kvasir-SEG pair names: a seeded random subset of ``cases`` pairs (drawn as
+        before the test split existed, so earlier work folders stay valid) and a seeded random subset of
+        ``test_cases`` of the other pairs."""
+        names = sorted(p.stem for p in (self.data / "images").glob("*.jpg"))
+        training = names if self.scale.cases is None else \
+            sorted(random.Random(0).sample(names, min(self.scale.cases, len(names))))
+        others = sorted(set(names) - set(training))
+        test = [] if self.scale.test_cases is None else \
+            sorted(random.Random(1).sample(others, min(self.scale.test_cases, len(others))))
+        return training, test
+
+    def kvasir_subset(self, test: bool = False) -> Path:
+        """The scale's seeded random subset of Kvasir-SEG (``test``: its test pairs) as symbolic links in the official
+        layout."""
         if not (self.data / "images").is_dir() or not (self.data / "masks").is_dir():
             raise SystemExit(f"{self.data}: not Kvasir-SEG as downloaded (images/ and masks/ expected); "
                              f"pass --data")
-        source = self.work / "source" / f"kvasir_{self.scale.name}"
+        source = self.work / "source" / (f"kvasir_{self.scale.name}" + ("_test" if test else ""))
         if source.exists():
             return source
-        names = sorted(p.stem for p in (self.data / "images").glob("*.jpg"))
-        if self.scale.cases is not None:
-            names = sorted(random.Random(0).sample(names, min(self.scale.cases, len(names))))
+        training, test_names = self.kvasir_names()
+        names = test_names if test else training
         staging = source.with_name(source.name + ".partial")
         for sub in ("images", "masks"):
             (staging / sub).mkdir(parents=True, exist_ok=True)
@@ -248,13 +262,20 @@ class Reproduction:
         return source
 
     def prepare_real(self) -> List[Tuple[Stage, Optional[Path]]]:
-        """Convert, plan and preprocess the real dataset, and add the ORDER and MK-UNet configurations."""
-        d = str(REAL_ID)
-        convert = ["nnunet-laworder", "convert", "kvasir-seg", str(self.kvasir_subset()), "-d", d]
-        if self.scale.max_size:
-            convert += ["--max-size", str(self.scale.max_size)]
+        """Convert the real dataset and add its test split (a work folder converted before the test split was gets
+        it then), plan and preprocess it, and add the ORDER and MK-UNet configurations."""
+        d, raw = str(REAL_ID), self.work / "nnUNet_raw" / self.dataset(REAL_ID)
+        size = ["--max-size", str(self.scale.max_size)] if self.scale.max_size else []
+        stages = [(Stage("convert", ["nnunet-laworder", "convert", "kvasir-seg", str(self.kvasir_subset()), "-d", d,
+                                     *size]), raw / "dataset.json")]
+        if self.scale.test_cases:
+            # --overwrite: the stage runs only while labelsTs is missing, so it replaces at most the imagesTs of an
+            # interrupted run
+            stages.append((Stage("test split", ["nnunet-laworder", "convert", "kvasir-seg",
+                                                str(self.kvasir_subset(test=True)), "-d", d, *size, "--test-only",
+                                                "--overwrite"]), raw / "labelsTs"))
         return [
-            (Stage("convert", convert), self.work / "nnUNet_raw" / self.dataset(REAL_ID) / "dataset.json"),
+            *stages,
             *self.plan_stages(REAL_ID),
             # `plans` leaves a configuration that is there as it is: it always runs
             (Stage("MK-UNet configuration", ["nnunet-laworder", "plans", "-d", d, "-c", CONFIGURATION, "--arch",
@@ -320,28 +341,58 @@ class Reproduction:
             (folder / f"{name}.json").write_text(text)
         return name
 
+    def model(self, dataset_id: int, name: str, configuration: str, trainer: str, run: int = 0, tag: str = ""
+              ) -> Tuple[str, Path]:
+        """``(plans, model folder)`` of one model (segmenter or network ``name``) in run ``run``: the run's copy of
+        ``name``'s plans (``tag``: see replicate_plans) and nnU-Net's TRAINER__PLANS__CONFIG folder."""
+        plans = self.replicate_plans(dataset_id, run, tag, plans_of(name))
+        return plans, self.work / "nnUNet_results" / self.dataset(dataset_id) / f"{trainer}__{plans}__{configuration}"
+
     def train_stage(self, dataset_id: int, name: str, configuration: str, trainer: str, fold: int, run: int = 0,
                     tag: str = "", env: Optional[Dict[str, str]] = None) -> Tuple[Stage, Path]:
-        """nnUNetv2_train of one model (segmenter or network ``name``) and fold in run ``run``: seed 12345 + run (the
-        short schedules are seeded, so runs with one seed would be copies), the run's copy of ``name``'s plans
-        (``tag``: see replicate_plans) and ``env``'s extra variables; ``--c`` where an interrupted run left a
-        checkpoint."""
-        plans = self.replicate_plans(dataset_id, run, tag, plans_of(name))
-        folder = (self.work / "nnUNet_results" / self.dataset(dataset_id) / f"{trainer}__{plans}__{configuration}" /
-                  f"fold_{fold}")
+        """nnUNetv2_train of one model (:meth:`model`) and fold in run ``run``: seed 12345 + run (the short schedules
+        are seeded, so runs with one seed would be copies) and ``env``'s extra variables; ``--c`` where an
+        interrupted run left a checkpoint."""
+        plans, model = self.model(dataset_id, name, configuration, trainer, run, tag)
+        folder = model / f"fold_{fold}"
         variables = [f"{k}={v}" for k, v in sorted((env or {}).items())]
         command = ["env", f"nnUNet_laworder_seed={SHORT_SCHEDULE_SEED + run}", *variables, "nnUNetv2_train",
                    str(dataset_id), configuration, str(fold), "-tr", trainer, "-p", plans, "-device", self.device]
         if (folder / "checkpoint_latest.pth").exists():
             command.append("--c")
         return (Stage(f"train {name} ({trainer}, {plans}) on {dataset_id}, fold {fold}", command),
-                folder / "validation" / "summary.json")
+                split_summary(model, fold))
+
+    def test_stages(self, dataset_id: int, name: str, configuration: str, trainer: str, fold: int, run: int = 0,
+                    tag: str = "") -> List[Tuple[Stage, Path]]:
+        """nnUNetv2_predict of the real dataset's test cases (imagesTs) by the model that :meth:`train_stage` trains
+        with these arguments, then nnUNetv2_evaluate_folder against labelsTs into ``fold_F/test/summary.json``
+        (``compare --split test`` reads it). Every dataset's models predict the real dataset's test cases, so real
+        only and real + LAW compare on the same cases."""
+        plans, model = self.model(dataset_id, name, configuration, trainer, run, tag)
+        predict, evaluate = commands_to_test(self.work / "nnUNet_raw" / self.dataset(REAL_ID), model, dataset_id,
+                                             configuration, trainer, plans, fold, self.device,
+                                             single_process=self.device == "cpu")
+        summary, what = split_summary(model, fold, "test"), f"{name} ({trainer}, {plans}) on {dataset_id}, fold {fold}"
+        # both stages until the summary exists: after a failed evaluation, the rerun predicts again
+        return [(Stage(f"predict the test cases: {what}", predict), summary),
+                (Stage(f"evaluate the test cases: {what}", evaluate), summary)]
 
     def train_stages(self, dataset_id: int, segmenters: List[str], run: int = 0) -> List[Tuple[Stage, Path]]:
         """nnUNetv2_train for each segmenter (a name of SEGMENTERS) and fold, in run ``run``."""
         return [self.train_stage(dataset_id, name, configuration, trainer, fold, run)
                 for name, configuration, trainer, _ in zip(segmenters, *self.models(segmenters))
                 for fold in self.scale.folds]
+
+    def segmenter_test_stages(self, dataset_id: int, segmenters: List[str], run: int = 0
+                              ) -> List[Tuple[Stage, Path]]:
+        """:meth:`test_stages` of each segmenter and fold that :meth:`train_stages` trains; none where the scale has
+        no test split."""
+        if not self.scale.test_cases:
+            return []
+        return [stage for name, configuration, trainer, _ in zip(segmenters, *self.models(segmenters))
+                for fold in self.scale.folds
+                for stage in self.test_stages(dataset_id, name, configuration, trainer, fold, run)]
 
     def law_stages(self, weighting: str) -> List[Tuple[Stage, Optional[Path]]]:
         """LAW with one weighting: the generator on the first fold's training cases only, then its real +
@@ -376,17 +427,31 @@ class Reproduction:
                 [self.replicate_plans(dataset_id, run, base=plans_of(name)) for name in segmenters])
 
     def compare(self, dataset_id: int, segmenters: List[str], tag: str,
-                benchmark_json: Optional[Path] = None, run: int = 0) -> dict:
-        """``nnunet-laworder compare`` of the segmenters' run ``run`` on a dataset; returns its JSON report."""
+                benchmark_json: Optional[Path] = None, run: int = 0, split: str = "validation") -> dict:
+        """``nnunet-laworder compare`` of the segmenters' run ``run`` on a dataset and split (test: run
+        :meth:`test_stages` first); returns its JSON report."""
         configurations, trainers, plans = self.models(segmenters, dataset_id, run)
-        out = self.results / f"{tag}_compare.json"
+        out = self.results / f"{tag}{'' if split == 'validation' else '_' + split}_compare.json"
         command = ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c", *configurations, "-tr", *trainers,
-                   "-p", *plans, "-f", *map(str, self.scale.folds), "--json", str(out),
+                   "-p", *plans, "-f", *map(str, self.scale.folds), "--split", split, "--json", str(out),
                    "--png", str(out.with_suffix(".png"))]
         if benchmark_json is not None:
             command += ["--benchmark-json", str(benchmark_json)]
         run_stage(Stage(f"compare {tag}", command), self.env, self.log)
         return json.loads(out.read_text())
+
+    def compare_models(self, tag: str, models: List[Tuple[str, str, str]], split: str = "validation",
+                       paired: Optional[int] = None) -> List[dict]:
+        """``nnunet-laworder compare`` of (configuration, trainer, plans) models on the real dataset's folds and a
+        split (``paired``: the index of the paired comparisons' reference); their model entries, in order."""
+        configurations, trainers, plans = map(list, zip(*models))
+        out = self.results / f"{tag}_{split}_compare.json"
+        command = ["nnunet-laworder", "compare", "-d", str(REAL_ID), "-c", *configurations, "-tr", *trainers,
+                   "-p", *plans, "-f", *map(str, self.scale.folds), "--split", split, "--json", str(out)]
+        if paired is not None:
+            command += ["--paired", "__".join((trainers[paired], plans[paired], configurations[paired]))]
+        run_stage(Stage(f"compare {tag} ({split})", command), self.env, self.log)
+        return json.loads(out.read_text())["models"]
 
     def compare_one(self, dataset_id: int, configuration: str, trainer: str, fold: int, tag: str = "",
                     run: int = 0) -> dict:

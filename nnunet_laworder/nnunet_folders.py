@@ -9,7 +9,7 @@ Also here: output folders checked before any work, atomic JSON writing (a reader
 import json
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Tuple, Union
 
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
@@ -20,6 +20,8 @@ from nnunet_laworder.errors import InputError
 DEFAULT_PLANS = "nnUNetPlans"
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"  # nnUNetv2_predict's default -chk
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres")  # nnU-Net's default configuration per dimension, 2D first
+# the cases a fold's model is evaluated on: its validation cases (nnUNetv2_train) or the raw dataset's imagesTs
+SPLITS = ("validation", "test")
 
 
 def dataset_name(dataset: Union[str, int], where: str = "nnUNet_raw, nnUNet_preprocessed or nnUNet_results") -> str:
@@ -113,6 +115,34 @@ def model_folder(dataset: Union[str, int], trainer: str, plans: str, configurati
     except RuntimeError:  # the dataset id is in none of nnU-Net's folders
         raise InputError(f"dataset {dataset} not found in nnUNet_raw, nnUNet_preprocessed or nnUNet_results "
                          f"({root})") from None
+
+
+def split_summary(model: Union[str, Path], fold, split: str = "validation") -> Path:
+    """``MODEL/fold_F/<split>/summary.json``, nnU-Net's evaluation of a fold's model on a split (SPLITS):
+    ``nnUNetv2_train`` writes the validation one, :func:`commands_to_test` the test one (its predictions in
+    ``predictions/`` beside it)."""
+    return Path(model) / f"fold_{fold}" / split / "summary.json"
+
+
+def commands_to_test(raw: Union[str, Path], model: Union[str, Path], dataset: Union[str, int], configuration: str,
+                     trainer: str, plans: str, fold, device: Optional[str] = None, single_process: bool = False
+                     ) -> Tuple[List[str], List[str]]:
+    """``nnUNetv2_predict`` of the raw dataset folder ``raw``'s imagesTs by one fold of a model (its folder
+    ``model``), then ``nnUNetv2_evaluate_folder`` of the predictions against ``raw``'s labelsTs into the fold's test
+    :func:`split_summary`: the commands as a user types them. ``device``: nnU-Net's default where None;
+    ``single_process``: one worker per step, for a machine of a few CPU cores."""
+    raw, summary = Path(raw), split_summary(model, fold, "test")
+    predictions = summary.parent / "predictions"
+    predict = ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", str(dataset),
+               "-c", configuration, "-tr", trainer, "-p", plans, "-f", str(fold),
+               *(["-device", device] if device else []), "--disable_progress_bar"]
+    # nnUNetv2_predict writes the model's dataset.json and plans.json beside its predictions
+    evaluate = ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(predictions), "-djfile",
+                str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json"), "-o", str(summary)]
+    if single_process:
+        predict += ["-npp", "1", "-nps", "1"]
+        evaluate += ["-np", "1"]
+    return predict, evaluate
 
 
 def law_run_folder(dataset_name: str, weighting: str, configuration: str, fold=None,

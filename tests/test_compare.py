@@ -30,6 +30,35 @@ def test_unknown_dataset_is_an_input_error(nnunet_dirs, capsys):
     assert "dataset 997 not found" in capsys.readouterr().err
 
 
+def test_missing_test_summaries_name_the_commands_that_make_them(nnunet_dirs, capsys):
+    model = nnunet_dirs["nnUNet_results"] / "Dataset512_KvasirSEG" / "nnUNetTrainer__nnUNetPlans__2d"
+    model.mkdir(parents=True)  # a trained model's folder, as far as the test split goes: no fold has test results
+    assert main(["compare", "-d", "512", "-c", "2d", "-tr", "nnUNetTrainer", "-f", "0", "1", "--split", "test"]) == 2
+    err = capsys.readouterr().err
+    raw, fold = nnunet_dirs["nnUNet_raw"] / "Dataset512_KvasirSEG", model / "fold_0" / "test"
+    for expected in (model / "fold_0" / "test" / "summary.json", model / "fold_1" / "test" / "summary.json",
+                     f"nnUNetv2_predict -i {raw / 'imagesTs'} -o {fold / 'predictions'} -d 512 -c 2d -tr nnUNetTrainer "
+                     f"-p nnUNetPlans -f 0",
+                     f"nnUNetv2_evaluate_folder {raw / 'labelsTs'} {fold / 'predictions'} -djfile "
+                     f"{fold / 'predictions' / 'dataset.json'} -pfile {fold / 'predictions' / 'plans.json'} -o "
+                     f"{fold / 'summary.json'}"):
+        assert str(expected) in err
+    assert "crossval" not in err  # no merged summary of test cases exists to fall back on
+    assert main(["compare", "-d", "512", "-c", "2d", "-tr", "nnUNetTrainer", "-f", "0"]) == 2
+    err = capsys.readouterr().err
+    assert str(model / "fold_0" / "validation" / "summary.json") in err and "crossval_results_folds_0" in err
+
+
+def test_a_test_case_predicted_by_several_folds_is_paired_once():
+    from nnunet_laworder.evaluation.compare import case_dice
+
+    # compare's per-case entries of one model, folds 0 and 1 on the same two test cases
+    model = {"per_case": [{"fold": fold, "case": case, "Dice": {"polyp": dice}}
+                          for fold, case, dice in (("0", "a.png", 0.5), ("0", "b.png", None), ("1", "a.png", 0.7),
+                                                   ("1", "b.png", 0.2))]}
+    assert case_dice(model) == {"a.png": pytest.approx(0.6), "b.png": 0.2}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
@@ -185,3 +214,39 @@ def test_paired_comparison_equals_a_hand_computation_on_the_summaries(trained):
     assert "Paired per-case Dice differences" in result.stdout
     assert main(["compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER, "-f", "0",
                  "--paired", "3d_fullres"]) == 2
+
+
+@pytest.mark.slow
+def test_compare_reads_test_summaries(trained, kvasir_dir):
+    """--split test: each model's fold_X/test/summary.json, written by the commands of commands_to_test (the trained
+    models predict a test split added to their dataset, nnU-Net evaluates them), paired on the test cases."""
+    from nnunet_laworder.nnunet_folders import commands_to_test
+
+    env, dirs, root, results, cli = trained
+    raw = next(dirs["nnUNet_raw"].glob(f"Dataset{DATASET_ID}_*"))
+    official = root / "test_official"
+    names = sorted(p.name for p in (kvasir_dir / "images").glob("*.jpg"))[CASES:CASES + 2]  # not training pairs
+    for sub in ("images", "masks"):
+        (official / sub).mkdir(parents=True)
+        for name in names:
+            shutil.copy(kvasir_dir / sub / name, official / sub / name)
+    cli.check(["convert", "kvasir-seg", str(official), "-d", str(DATASET_ID), "--max-size", "64", "--test-only"])
+    for configuration, trainer in (("2d", BASELINE), ("2d_order", ORDER)):
+        for command in commands_to_test(raw, results / f"{trainer}__nnUNetPlans__{configuration}", DATASET_ID,
+                                        configuration, trainer, "nnUNetPlans", 0, "cpu", single_process=True):
+            run(command, env)
+
+    out_json = root / "compare_test.json"
+    result = cli.check(["compare", "-d", str(DATASET_ID), "-c", "2d", "2d_order", "-tr", BASELINE, ORDER, "-f", "0",
+                        "1", "--split", "test", "--paired", BASELINE, "--json", str(out_json)])
+    report = json.loads(out_json.read_text())
+    assert report["split"] == "test" and "nnU-Net test results, " in result.stdout
+    for model in report["models"]:
+        test = json.loads((results / model["identifier"] / "fold_0" / "test" / "summary.json").read_text())
+        assert model["folds_found"] == ["0"] and model["missing_folds"] == ["1"]  # fold 1's model was not tested
+        assert f"{model['identifier']}: fold(s) 1 have no test/summary.json" in result.stderr
+        assert sorted(c["case"] for c in model["per_case"]) == [name.replace(".jpg", ".png") for name in names]
+        assert model["labels"]["polyp"]["Dice"]["per_fold"] == {"0": test["mean"]["1"]["Dice"]}
+        assert [c["Dice"]["polyp"] for c in model["per_case"]] == [c["metrics"]["1"]["Dice"]
+                                                                   for c in test["metric_per_case"]]
+    assert report["paired"][f"{ORDER_ID} vs {BASELINE_ID}"]["cases"] == 2

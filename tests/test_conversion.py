@@ -21,9 +21,10 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-def kvasir_subset(kvasir_dir, dest, n):
-    """The first ``n`` real Kvasir-SEG pairs copied into ``dest`` in the official layout; returns their stems."""
-    names = sorted(p.name for p in (kvasir_dir / "images").glob("*.jpg"))[:n]
+def kvasir_subset(kvasir_dir, dest, n, skip=0):
+    """``n`` real Kvasir-SEG pairs (sorted names, after the first ``skip``) copied into ``dest`` in the official
+    layout; returns their stems."""
+    names = sorted(p.name for p in (kvasir_dir / "images").glob("*.jpg"))[skip:skip + n]
     for folder in ("images", "masks"):
         (dest / folder).mkdir(parents=True)
         for name in names:
@@ -90,6 +91,78 @@ def test_kvasir_converts_to_a_valid_nnunet_dataset(kvasir_dir, nnunet_dirs, tmp_
     report = json.loads((folder / "conversion_report.json").read_text())
     assert report["test_cases"] == [stems[1], stems[5]] and report["skipped_cases"] == {}
     verify_integrity(folder)
+
+
+def test_test_split_is_added_to_an_existing_dataset(kvasir_dir, nnunet_dirs, tmp_path, capsys):
+    from nnunet_helpers import files_under
+
+    kvasir_subset(kvasir_dir, tmp_path / "kvasir", 3)
+    test_stems = kvasir_subset(kvasir_dir, tmp_path / "test", 2, skip=3)
+    assert run_cli(capsys, "convert", "kvasir-seg", tmp_path / "kvasir", "-d", 102, "--max-size", 64)[0] == 0
+    folder = nnunet_dirs["nnUNet_raw"] / "Dataset102_KvasirSEG"
+    training = files_under([folder / "imagesTr", folder / "labelsTr"])
+    dataset_json = (folder / "dataset.json").read_bytes()
+    add_test = ["convert", "kvasir-seg", tmp_path / "test", "-d", 102, "--max-size", 64, "--test-only"]
+
+    code, out, _ = run_cli(capsys, *add_test)
+    assert code == 0 and str(folder / "labelsTs") in out
+    assert files_under([folder / "imagesTr", folder / "labelsTr"]) == training
+    assert (folder / "dataset.json").read_bytes() == dataset_json
+    assert sorted(p.name for p in folder.iterdir()) == ["conversion_report.json", "dataset.json", "imagesTr",
+                                                        "imagesTs", "labelsTr", "labelsTs"]  # no staging left over
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == [f"{s}_0000.png" for s in test_stems]
+    assert sorted(p.name for p in (folder / "labelsTs").iterdir()) == [f"{s}.png" for s in test_stems]
+    for stem in test_stems:
+        image = Image.open(folder / "imagesTs" / f"{stem}_0000.png")
+        label = Image.open(folder / "labelsTs" / f"{stem}.png")
+        assert image.mode == "RGB" and label.mode == "L" and image.size == label.size and max(image.size) == 64
+        assert set(np.unique(np.asarray(label)).tolist()) == {0, 1}
+    report = json.loads((folder / "conversion_report.json").read_text())
+    assert report["test_cases"] == test_stems and len(report["training_cases"]) == 3
+
+    # the split is replaced only on request, never by training cases, and only at the training cases' scale
+    test_split = files_under([folder / "imagesTs", folder / "labelsTs"])
+    code, _, err = run_cli(capsys, *add_test)
+    assert code == 2 and "already has imagesTs and labelsTs" in err and "--overwrite" in err
+    code, _, err = run_cli(capsys, "convert", "kvasir-seg", tmp_path / "kvasir", "-d", 102, "--max-size", 64,
+                           "--test-only", "--overwrite")
+    assert code == 2 and "3 test case(s) are training cases of Dataset102_KvasirSEG" in err
+    code, _, err = run_cli(capsys, *add_test[:-2], 96, "--test-only", "--overwrite")
+    assert code == 2 and "--max-size 64" in err
+    code, _, err = run_cli(capsys, *add_test[:4], 104, *add_test[5:])
+    assert code == 2 and "dataset 104 not found" in err
+    assert files_under([folder / "imagesTs", folder / "labelsTs"]) == test_split
+    for sub in ("images", "masks"):
+        (tmp_path / "test" / sub / f"{test_stems[1]}.jpg").unlink()
+    assert run_cli(capsys, *add_test, "--overwrite")[0] == 0
+    assert [p.name for p in (folder / "labelsTs").iterdir()] == [f"{test_stems[0]}.png"]
+    assert files_under([folder / "imagesTr", folder / "labelsTr"]) == training
+
+
+def interrupt_after_one_case(monkeypatch) -> list:
+    """Ctrl-C in the middle of writing: the converter's second case raises KeyboardInterrupt; returns the list of
+    the cases written before it."""
+    from nnunet_laworder.conversion import common
+    written, write_pair = [], common.write_pair
+
+    def write_then_interrupt(*args):
+        if written:
+            raise KeyboardInterrupt
+        written.append(write_pair(*args))
+    monkeypatch.setattr(common, "write_pair", write_then_interrupt)
+    return written
+
+
+def test_interrupted_test_split_leaves_none(kvasir_dir, nnunet_dirs, tmp_path, capsys, monkeypatch):
+    kvasir_subset(kvasir_dir, tmp_path / "kvasir", 1)
+    kvasir_subset(kvasir_dir, tmp_path / "test", 2, skip=1)
+    assert run_cli(capsys, "convert", "kvasir-seg", tmp_path / "kvasir", "-d", 103, "--max-size", 48)[0] == 0
+    folder = nnunet_dirs["nnUNet_raw"] / "Dataset103_KvasirSEG"
+    before = sorted(p.name for p in folder.iterdir())
+    written = interrupt_after_one_case(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        main(["convert", "kvasir-seg", str(tmp_path / "test"), "-d", "103", "--max-size", "48", "--test-only"])
+    assert written and sorted(p.name for p in folder.iterdir()) == before
 
 
 def test_kvasir_full_size_is_lossless(kvasir_dir, nnunet_dirs, tmp_path, capsys):
@@ -353,15 +426,8 @@ def test_unset_nnunet_raw_is_a_clear_error(kvasir_dir, nnunet_dirs, tmp_path, ca
 
 
 def test_interrupted_run_leaves_no_dataset(kvasir_dir, nnunet_dirs, tmp_path, capsys, monkeypatch):
-    from nnunet_laworder.conversion import common
     kvasir_subset(kvasir_dir, tmp_path / "kvasir", 3)
-    written, write_pair = [], common.write_pair
-
-    def write_then_interrupt(*args):
-        if written:
-            raise KeyboardInterrupt  # Ctrl-C in the middle of writing
-        written.append(write_pair(*args))
-    monkeypatch.setattr(common, "write_pair", write_then_interrupt)
+    written = interrupt_after_one_case(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         main(["convert", "kvasir-seg", str(tmp_path / "kvasir"), "-d", "9", "--max-size", "64"])
     assert written and nothing_written(nnunet_dirs)

@@ -18,7 +18,7 @@ from nnunet_laworder.training.diffusion_seg_trainers import (
     nnUNetTrainerCDAL, nnUNetTrainerCDAL_100epochs, nnUNetTrainerCDAL_cpu, nnUNetTrainerCDAL_smoke,
     nnUNetTrainerSPAD_250epochs, nnUNetTrainerSPAD_cpu, nnUNetTrainerSPAD_smoke)
 from nnunet_laworder.training.order_trainers import (
-    SHORT_SCHEDULE_SEED, nnUNetTrainer_cpu, nnUNetTrainer_smoke, nnUNetTrainerMKUNet_cpu2x,
+    SHORT_SCHEDULE_SEED, nnUNetTrainer_cpu, nnUNetTrainer_cpuhalf, nnUNetTrainer_smoke, nnUNetTrainerMKUNet_cpu2x,
     nnUNetTrainerMKUNet_cpu4x, nnUNetTrainerORDER, nnUNetTrainerORDER_100epochs, nnUNetTrainerORDER_250epochs,
     nnUNetTrainerORDER_cpu, nnUNetTrainerORDER_smoke)
 
@@ -39,8 +39,8 @@ def make_trainer(trainer_class, tmp_path, monkeypatch):
 
 def test_short_schedules_are_seeded_full_length_ones_are_not():
     for trainer in (nnUNetTrainerORDER_smoke, nnUNetTrainerORDER_cpu, nnUNetTrainerMKUNet_cpu2x,
-                    nnUNetTrainerMKUNet_cpu4x, nnUNetTrainer_cpu, nnUNetTrainer_smoke, nnUNetTrainerSPAD_smoke,
-                    nnUNetTrainerSPAD_cpu, nnUNetTrainerCDAL_smoke, nnUNetTrainerCDAL_cpu):
+                    nnUNetTrainerMKUNet_cpu4x, nnUNetTrainer_cpu, nnUNetTrainer_cpuhalf, nnUNetTrainer_smoke,
+                    nnUNetTrainerSPAD_smoke, nnUNetTrainerSPAD_cpu, nnUNetTrainerCDAL_smoke, nnUNetTrainerCDAL_cpu):
         assert trainer.seed == SHORT_SCHEDULE_SEED, trainer.__name__
     for trainer in (nnUNetTrainerORDER, nnUNetTrainerORDER_100epochs, nnUNetTrainerORDER_250epochs,
                     nnUNetTrainerCDAL, nnUNetTrainerCDAL_100epochs, nnUNetTrainerSPAD_250epochs):
@@ -63,6 +63,28 @@ def test_bad_seed_variable_is_an_input_error(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_laworder_seed", "-1")
     with pytest.raises(InputError, match="nnUNet_laworder_seed='-1'"):
         make_trainer(nnUNetTrainerORDER_smoke, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("trainer_class,value,expected", [(nnUNetTrainerORDER_cpu, None, 20),
+                                                           (nnUNetTrainerORDER_cpu, "7", 7),
+                                                           (nnUNetTrainer_cpuhalf, None, 10),
+                                                           (nnUNetTrainerORDER, "3", 3)])
+def test_epochs_variable_overrides_the_schedule_epochs_only(trainer_class, value, expected, tmp_path, monkeypatch):
+    if value is None:
+        monkeypatch.delenv("nnUNet_laworder_epochs", raising=False)
+    else:
+        monkeypatch.setenv("nnUNet_laworder_epochs", value)
+    trainer = make_trainer(trainer_class, tmp_path, monkeypatch)
+    iterations = 250 if trainer_class is nnUNetTrainerORDER else 50  # nnU-Net's own, or the schedule's
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (expected, iterations)
+    assert trainer.save_every == max(1, min(50, expected // 2))
+    assert f"schedule: {expected} epochs x {iterations} iterations" in open(trainer.log_file).read()
+
+
+def test_bad_epochs_variable_is_an_input_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_laworder_epochs", "0")
+    with pytest.raises(InputError, match="nnUNet_laworder_epochs='0'"):
+        make_trainer(nnUNetTrainerORDER_cpu, tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -12,20 +12,37 @@ def _add_common(parser, default_name: str) -> None:
 
 def _add_2d(parser, default_name: str) -> None:
     _add_common(parser, default_name)
-    parser.add_argument("--test-list", type=Path, metavar="FILE",
-                        help="text file of case names (file stems), one per line: these go to imagesTs/labelsTs")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--test-list", type=Path, metavar="FILE",
+                       help="text file of case names (file stems), one per line: these go to imagesTs/labelsTs")
+    split.add_argument("--test-only", action="store_true",
+                       help="add every pair of SRC as the test split (imagesTs/labelsTs) of the existing dataset -d, "
+                            "whose training cases stay as they are (none may be among them); give the --max-size "
+                            "its training cases were converted with; --overwrite replaces an existing split")
     parser.add_argument("--max-size", type=int, metavar="N",
                         help="downscale so the longer side is at most N pixels (small CPU runs)")
 
 
+def _add_test(args, pairs: list) -> int:
+    from nnunet_laworder.conversion.common import add_test_split
+    from nnunet_laworder.nnunet_folders import raw_dataset_folder
+    add_test_split(pairs, raw_dataset_folder(args.dataset_id), args.max_size, source=args.src,
+                   overwrite=args.overwrite)
+    return 0
+
+
 def _kvasir(args) -> int:
-    from nnunet_laworder.conversion.kvasir import convert_kvasir_seg
+    from nnunet_laworder.conversion.kvasir import convert_kvasir_seg, kvasir_pairs
+    if args.test_only:
+        return _add_test(args, kvasir_pairs(args.src))
     convert_kvasir_seg(args.src, args.dataset_id, args.name, args.test_list, args.max_size, args.overwrite)
     return 0
 
 
 def _cvc(args) -> int:
-    from nnunet_laworder.conversion.cvc import convert_cvc_clinicdb
+    from nnunet_laworder.conversion.cvc import convert_cvc_clinicdb, cvc_pairs
+    if args.test_only:
+        return _add_test(args, cvc_pairs(args.src))
     convert_cvc_clinicdb(args.src, args.dataset_id, args.name, args.test_list, args.max_size, args.overwrite)
     return 0
 

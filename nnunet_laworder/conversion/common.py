@@ -20,6 +20,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 RGB_CHANNELS = {"0": "R", "1": "G", "2": "B"}
 MAX_LISTED_PROBLEMS = 20
 GREY_FRACTION_LIMIT = 0.02  # share of pixels strictly between 31 and 224 beyond which a mask is not binary
+TRAINING_FOLDERS, TEST_FOLDERS = ("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")  # nnU-Net's raw layout
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,12 +265,13 @@ def write_pair(pair: Pair, images_dir: Path, labels_dir: Path, max_size: Optiona
     label.save(labels_dir / f"{pair.case}.png")
 
 
-def convert_pairs(pairs: list, target: DatasetTarget, *, source: Path, test_list: Optional[Path],
-                  max_size: Optional[int], labels: dict, **dataset_fields) -> Path:
-    """Check every pair, then write the RGB png dataset with 0/1 png labels into ``target``."""
+def check_max_size(max_size: Optional[int]) -> None:
     if max_size is not None and max_size < 1:
         raise InputError(f"--max-size must be a positive number of pixels, got {max_size}")
-    training, test = split_test_cases(pairs, test_list)
+
+
+def check_pairs(pairs: list, source: Path) -> None:
+    """Load every pair once, so that all bad files are listed together before anything is written."""
     problems = []
     for pair in tqdm(pairs, desc="checking", unit="case"):
         try:
@@ -278,14 +280,26 @@ def convert_pairs(pairs: list, target: DatasetTarget, *, source: Path, test_list
             problems.append(str(e))
     raise_if_problems(problems, source)
 
+
+def write_split(cases: list, folder: Path, images: str, labels: str, max_size: Optional[int]) -> None:
+    """``folder/images`` and ``folder/labels`` (e.g. imagesTr, labelsTr) holding ``cases`` (:func:`write_pair`)."""
+    (folder / images).mkdir()
+    (folder / labels).mkdir()
+    for pair in tqdm(cases, desc=f"writing {images}", unit="case"):
+        write_pair(pair, folder / images, folder / labels, max_size)
+
+
+def convert_pairs(pairs: list, target: DatasetTarget, *, source: Path, test_list: Optional[Path],
+                  max_size: Optional[int], labels: dict, **dataset_fields) -> Path:
+    """Check every pair, then write the RGB png dataset with 0/1 png labels into ``target``."""
+    check_max_size(max_size)
+    training, test = split_test_cases(pairs, test_list)
+    check_pairs(pairs, source)
+
     with target.staging() as folder:
-        for cases, images, labels_dir in ((training, "imagesTr", "labelsTr"), (test, "imagesTs", "labelsTs")):
-            if not cases:
-                continue
-            (folder / images).mkdir()
-            (folder / labels_dir).mkdir()
-            for pair in tqdm(cases, desc=f"writing {images}", unit="case"):
-                write_pair(pair, folder / images, folder / labels_dir, max_size)
+        for cases, (images, labels_dir) in ((training, TRAINING_FOLDERS), (test, TEST_FOLDERS)):
+            if cases:
+                write_split(cases, folder, images, labels_dir, max_size)
         write_dataset_json(folder, len(training), channel_names=dict(RGB_CHANNELS), labels=labels,
                            file_ending=".png", **dataset_fields)
         write_report(folder, {"source": str(source.resolve()), "max_size": max_size,
@@ -293,3 +307,46 @@ def convert_pairs(pairs: list, target: DatasetTarget, *, source: Path, test_list
                               "skipped_cases": {}})
     print(f"wrote {len(training)} training and {len(test)} test cases to {target.path}")
     return target.path
+
+
+def add_test_split(pairs: list, dataset: Path, max_size: Optional[int], *, source: Path,
+                   overwrite: bool = False) -> Path:
+    """Write ``pairs`` as the test split (imagesTs/ + labelsTs/, as ``--test-list`` writes it) of the existing raw
+    dataset folder ``dataset``, whose training cases stay as they are; returns its labelsTs folder.
+
+    Both folders are filled in a hidden staging folder inside ``dataset`` and renamed into place, labelsTs last: a
+    labelsTs folder means a complete split, and an interrupted run leaves at most an imagesTs that ``overwrite``
+    replaces (as it replaces an earlier split)."""
+    check_max_size(max_size)
+    dataset = Path(dataset)
+    existing = [name for name in TEST_FOLDERS if (dataset / name).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{dataset} already has {' and '.join(existing)}; pass --overwrite to replace them")
+    report_path = dataset / "conversion_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    # the network sees test images at the training images' scale only if both were downscaled alike
+    if report is not None and report.get("max_size") != max_size:
+        raise InputError(f"{dataset.name}'s training cases were converted with --max-size {report.get('max_size')}, "
+                         f"got {max_size}; give the same, so that test and training images have one scale")
+    training = {p.stem for p in (dataset / TRAINING_FOLDERS[1]).glob("*.png")}
+    overlap = sorted(training & {p.case for p in pairs})
+    if overlap:
+        raise InputError(f"{len(overlap)} test case(s) are training cases of {dataset.name}: "
+                         f"{', '.join(overlap[:MAX_LISTED_PROBLEMS])}; a model must not be tested on what it learned")
+    check_pairs(pairs, source)
+
+    staging = dataset / f".test-split.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        write_split(pairs, staging, *TEST_FOLDERS, max_size)
+        for name in existing:
+            (dataset / name).rename(staging / f"{name}.replaced")
+        (staging / TEST_FOLDERS[0]).rename(dataset / TEST_FOLDERS[0])
+        if report is not None:
+            write_report(dataset, {**report, "test_cases": [p.case for p in pairs],
+                                   "test_source": str(Path(source).resolve())})
+        (staging / TEST_FOLDERS[1]).rename(dataset / TEST_FOLDERS[1])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote {len(pairs)} test cases to {dataset / TEST_FOLDERS[0]} and {dataset / TEST_FOLDERS[1]}")
+    return dataset / TEST_FOLDERS[1]

@@ -15,14 +15,18 @@ def cvc_case_id(stem: str) -> str:
     return f"cvc_{int(stem):04d}" if stem.isdigit() else safe_case_id(stem)
 
 
+def cvc_pairs(src: Path) -> list:
+    """The image / mask pairs of ``src`` in any of the layouts (checked: every image has its mask)."""
+    return pair_files(*find_layout(Path(src), LAYOUTS), case_id=cvc_case_id)
+
+
 def convert_cvc_clinicdb(src: Path, dataset_id: int, name: str = "CVCClinicDB", test_list: Optional[Path] = None,
                          max_size: Optional[int] = None, overwrite: bool = False) -> Path:
     """Convert ``src/Original`` + ``src/Ground Truth`` (or a re-distribution); returns the dataset folder."""
     src = Path(src)
     target = DatasetTarget.resolve(dataset_id, name, overwrite)
-    pairs = pair_files(*find_layout(src, LAYOUTS), case_id=cvc_case_id)
     return convert_pairs(
-        pairs, target, source=src, test_list=test_list, max_size=max_size,
+        cvc_pairs(src), target, source=src, test_list=test_list, max_size=max_size,
         labels={"background": 0, "polyp": 1}, dataset_name=target.path.name,
         reference="Bernal et al., WM-DOVA maps for accurate polyp highlighting in colonoscopy, "
                   "Computerized Medical Imaging and Graphics 2015",

@@ -8,14 +8,18 @@ from nnunet_laworder.conversion.common import DatasetTarget, convert_pairs, find
 LAYOUTS = (("images", "masks"), ("Kvasir-SEG/images", "Kvasir-SEG/masks"))
 
 
+def kvasir_pairs(src: Path) -> list:
+    """The image / mask pairs of ``src`` (checked: every image has its mask)."""
+    return pair_files(*find_layout(Path(src), LAYOUTS))
+
+
 def convert_kvasir_seg(src: Path, dataset_id: int, name: str = "KvasirSEG", test_list: Optional[Path] = None,
                        max_size: Optional[int] = None, overwrite: bool = False) -> Path:
     """Convert ``src/images/*.jpg`` + ``src/masks/*.jpg|png``; returns the dataset folder."""
     src = Path(src)
     target = DatasetTarget.resolve(dataset_id, name, overwrite)
-    pairs = pair_files(*find_layout(src, LAYOUTS))
     return convert_pairs(
-        pairs, target, source=src, test_list=test_list, max_size=max_size,
+        kvasir_pairs(src), target, source=src, test_list=test_list, max_size=max_size,
         labels={"background": 0, "polyp": 1}, dataset_name=target.path.name,
         reference="Jha et al., Kvasir-SEG: A Segmented Polyp Dataset, MMM 2020",
         license="Kvasir-SEG terms: research and educational use, cite the paper",

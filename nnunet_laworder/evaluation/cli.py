@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from nnunet_laworder.nnunet_folders import check_output_folder
+from nnunet_laworder.nnunet_folders import SPLITS, check_output_folder
 
 
 def register(subparsers) -> None:
@@ -110,15 +110,22 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
 
 def register_compare(subparsers) -> None:
     parser = subparsers.add_parser(
-        "compare", help="nnU-Net's validation Dice / IoU of several trained models in one table, with their cost",
+        "compare", help="nnU-Net's validation (or test) Dice / IoU of several trained models in one table, with their "
+                           "cost",
         description="Reads each model's fold_X/validation/summary.json (or crossval_results_folds_*/summary.json) "
                     "under nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG and prints Dice and IoU per label "
                     "(mean and std over folds and over cases), parameters and GMACs of the network built from "
                     "the model's plans, and forward latency from a benchmark JSON. -c, -tr and -p pair by "
-                    "position; a single value applies to all. Missing folds are reported, not averaged away.")
+                    "position; a single value applies to all. Missing folds are reported, not averaged away. "
+                    "--split test reads fold_X/test/summary.json instead: each fold's model evaluated on the raw "
+                    "dataset's imagesTs / labelsTs (where one is missing, the error gives the nnUNetv2_predict and "
+                    "nnUNetv2_evaluate_folder commands that write it).")
     add_model_arguments(parser, trainers_required=True)
     parser.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD",
                         help="folds (default: 0 1 2 3 4)")
+    parser.add_argument("--split", choices=SPLITS, default="validation",
+                        help="validation: each fold's validation cases (default); test: the raw dataset's test "
+                             "cases (imagesTs / labelsTs), predicted by each fold's model")
     parser.add_argument("--benchmark-json", type=Path, metavar="FILE",
                         help="a `nnunet-laworder benchmark --json` file: adds forward latency")
     parser.add_argument("--paired", metavar="REFERENCE", default=None,
@@ -134,7 +141,7 @@ def run_compare_command(args: argparse.Namespace) -> int:
     from nnunet_laworder.evaluation.compare import markdown_table, paired_table, plot_compare, run_compare
 
     report = run_compare(dataset=args.d, configurations=args.c, trainers=args.tr, plans_names=args.p, folds=args.f,
-                         benchmark_json=args.benchmark_json, paired=args.paired)
+                         benchmark_json=args.benchmark_json, paired=args.paired, split=args.split)
     for warning in report["warnings"]:
         print(f"nnunet-laworder compare: warning: {warning}", file=sys.stderr)
     print(markdown_table(report))

@@ -1,9 +1,12 @@
-"""``nnunet-laworder compare``: nnU-Net's own validation results of several models in one table.
+"""``nnunet-laworder compare``: nnU-Net's own validation (or test) results of several models in one table.
 
 Reads ``nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG/fold_X/validation/summary.json`` (what
 ``nnUNetv2_train`` writes after training a fold). Where no fold has one, a merged
 ``crossval_results_folds_<folds>/summary.json`` (what ``nnUNetv2_find_best_configuration`` writes) is used for
-the statistics over cases; the statistics over folds then stay empty. Statistics:
+the statistics over cases; the statistics over folds then stay empty. The test split reads
+``fold_X/test/summary.json`` instead (nnU-Net's evaluation of the raw dataset's imagesTs, see
+``nnunet_folders.commands_to_test``), with no cross-validation fallback: no merged summary of test cases exists.
+Statistics:
 
 * over folds: mean and sample standard deviation of the folds' own means (``summary["mean"]``, nnU-Net's nanmean
   over the fold's cases), so a fold's number is exactly the one nnU-Net printed;
@@ -16,6 +19,8 @@ missing (a warning, and ``missing_folds`` in the JSON) and never averaged in sil
 """
 import json
 import math
+import os
+import shlex
 import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -27,7 +32,8 @@ from nnunet_laworder.errors import InputError
 from nnunet_laworder.evaluation import plots
 from nnunet_laworder.evaluation.paired import paired_difference
 from nnunet_laworder.evaluation.models import DEFAULT_CONFIGURATION, ModelIdentity, network_cost, pair_by_position
-from nnunet_laworder.nnunet_folders import DEFAULT_PLANS, check_configuration, model_folder, parse_fold, read_json
+from nnunet_laworder.nnunet_folders import (DEFAULT_PLANS, SPLITS, check_configuration, commands_to_test,
+                                            dataset_id, model_folder, parse_fold, read_json, split_summary)
 
 METRICS = ("Dice", "IoU")  # in the table and per case; the JSON has every metric nnU-Net reports (TP, FP, ...)
 FOREGROUND = "foreground mean"
@@ -72,21 +78,34 @@ def case_name(entry: dict) -> str:
     return Path(entry.get("reference_file") or entry.get("prediction_file") or "?").name
 
 
-def model_results(folder: Path, folds: Sequence[str]) -> dict:
-    """The fold summaries found in a model folder, or the cross-validation summary where no fold has one."""
+def how_to_test(folder: Path, identity: ModelIdentity, fold: str) -> str:
+    """The two commands that write one fold's test summary.json, for an error message."""
+    raw = Path(os.environ.get("nnUNet_raw", "$nnUNet_raw")) / folder.parent.name
+    predict, evaluate = commands_to_test(raw, folder, dataset_id(folder.parent.name), identity.configuration,
+                                         identity.trainer, identity.plans, fold)
+    return f"`{shlex.join(predict)}` then `{shlex.join(evaluate)}`"
+
+
+def model_results(folder: Path, identity: ModelIdentity, folds: Sequence[str], split: str = "validation") -> dict:
+    """The fold summaries of a split found in a model folder, or (validation) the cross-validation summary where no
+    fold has one."""
     found, missing = {}, []
     for fold in folds:
-        path = folder / f"fold_{fold}" / "validation" / "summary.json"
+        path = split_summary(folder, fold, split)
         if path.is_file():
             found[fold] = read_summary(path)
         else:
             missing.append(fold)
     if found:
         return {"source": "folds", "summaries": found, "missing_folds": missing, "crossval": None}
+    expected = ", ".join(str(split_summary(folder, f, split)) for f in folds)
+    if split == "test":
+        others = f" (fold {folds[0]}; likewise for the others)" if len(folds) > 1 else ""
+        raise InputError(f"no test results for {folder.name}: none of {expected} exists; predict and evaluate the "
+                         f"raw dataset's imagesTs with {how_to_test(folder, identity, folds[0])}{others}")
     crossval = folder / f"crossval_results_folds_{folds_tuple_to_string(list(folds))}" / "summary.json"
     if crossval.is_file():
         return {"source": "crossval", "summaries": {}, "missing_folds": [], "crossval": read_summary(crossval)}
-    expected = ", ".join(str(folder / f"fold_{f}" / "validation" / "summary.json") for f in folds)
     raise InputError(f"no results for {folder.name}: none of {expected} exists, nor {crossval} "
                      f"(train with nnUNetv2_train, or check -d / -c / -tr / -p / -f)")
 
@@ -129,7 +148,10 @@ def read_benchmark(path: Optional[Path]) -> tuple:
 
 def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[str],
                 plans_names: Optional[Sequence[str]] = None, folds: Sequence[str] = ("0", "1", "2", "3", "4"),
-                benchmark_json: Optional[Path] = None, paired: Optional[str] = None) -> dict:
+                benchmark_json: Optional[Path] = None, paired: Optional[str] = None, split: str = "validation"
+                ) -> dict:
+    if split not in SPLITS:
+        raise InputError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     folds = [str(parse_fold(str(f))) for f in folds]
     if not folds or len(set(folds)) != len(folds):
         raise InputError(f"-f needs distinct folds, got {' '.join(folds)}")
@@ -144,7 +166,7 @@ def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[
                              f"{'' if identity.plans == DEFAULT_PLANS else ' -p ' + identity.plans})")
         if any(m["identifier"] == identity.identifier for m in models):
             raise InputError(f"{identity.identifier} is listed twice")
-        results = model_results(folder, folds)
+        results = model_results(folder, identity, folds, split)
         for file in ("plans.json", "dataset.json"):
             if not (folder / file).is_file():
                 raise InputError(f"{folder / file} is missing (nnUNetv2_train writes it into the model folder)")
@@ -157,8 +179,9 @@ def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[
         cost = network_cost(identity.trainer, plans, dataset_json, identity.configuration)
         bench = latency.get(identity.identifier)
         if results["missing_folds"]:
+            why = "training not finished?" if split == "validation" else "test images not predicted and evaluated?"
             warnings.append(f"{identity.identifier}: fold(s) {', '.join(results['missing_folds'])} have no "
-                            f"validation/summary.json (training not finished?); statistics use fold(s) "
+                            f"{split}/summary.json ({why}); statistics use fold(s) "
                             f"{', '.join(results['summaries'])} only")
         if results["source"] == "crossval":
             warnings.append(f"{identity.identifier}: no fold summaries, using the merged cross-validation summary; "
@@ -185,8 +208,8 @@ def run_compare(dataset: str, configurations: Sequence[str], trainers: Sequence[
                       and m["configuration"] == DEFAULT_CONFIGURATION.get(m["dim"])), None)
     for model in models:
         model["is_reference"] = model["identifier"] == reference
-    report = {"dataset": Path(models[0]["folder"]).parent.name, "folds_requested": folds, "reference": reference,
-              "warnings": warnings, "models": models}
+    report = {"dataset": Path(models[0]["folder"]).parent.name, "split": split, "folds_requested": folds,
+              "reference": reference, "warnings": warnings, "models": models}
     if paired is not None:
         report["paired_reference"] = find_model(models, paired)["identifier"]
         report["paired"] = paired_comparisons(models, report["paired_reference"])
@@ -205,13 +228,17 @@ def find_model(models: List[dict], name: str) -> dict:
 
 
 def case_dice(model: dict) -> Dict[str, Optional[float]]:
-    """``{case: Dice}`` of a model's validation cases; with several labels, the mean over the labels (nnU-Net's
-    foreground mean), None where no label has a finite Dice."""
-    return {entry["case"]: mean_std(list(entry["Dice"].values()))["mean"] for entry in model["per_case"]}
+    """``{case: Dice}`` of a model's cases; with several labels, the mean over the labels (nnU-Net's foreground
+    mean), None where no label has a finite Dice. A test case, which every fold's model predicts, gets the mean over
+    the folds: the cases, not their predictions, are what a paired comparison counts."""
+    per_case: Dict[str, List[Optional[float]]] = {}
+    for entry in model["per_case"]:
+        per_case.setdefault(entry["case"], []).append(mean_std(list(entry["Dice"].values()))["mean"])
+    return {case: mean_std(values)["mean"] for case, values in per_case.items()}
 
 
 def paired_comparisons(models: List[dict], reference: str) -> Dict[str, dict]:
-    """Each model against ``reference`` on the validation cases both have (:func:`paired_difference`)."""
+    """Each model against ``reference`` on the cases both have (:func:`paired_difference`)."""
     ref = next(m for m in models if m["identifier"] == reference)
     return {f"{m['identifier']} vs {reference}": paired_difference(case_dice(ref), case_dice(m))
             for m in models if m is not ref}
@@ -236,7 +263,7 @@ def pm(stat: dict) -> str:
 
 
 def markdown_table(report: dict) -> str:
-    lines = [f"nnU-Net validation results, {report['dataset']}, folds {' '.join(report['folds_requested'])}; "
+    lines = [f"nnU-Net {report['split']} results, {report['dataset']}, folds {' '.join(report['folds_requested'])}; "
              f"mean ± sample std over folds (of each fold's nnU-Net mean) and over cases.",
              f"Reference (nnU-Net's default configuration): {report['reference'] or 'not among the models'}.", "",
              "| model | label | folds | cases | Dice, folds | Dice, cases | IoU, folds | IoU, cases | parameters "
@@ -265,7 +292,7 @@ def plot_compare(report: dict, path: Path) -> None:
     labels = plots.short_labels([m["identifier"] for m in models])
     reference = next((i for i, m in enumerate(models) if m["is_reference"]), None)
     has_latency = any(m["forward_ms"] is not None for m in models)
-    fig, axes = plots.panels(3 if has_latency else 2, f"{report['dataset']}: validation folds "
+    fig, axes = plots.panels(3 if has_latency else 2, f"{report['dataset']}: {report['split']}, folds "
                                                       f"{' '.join(report['folds_requested'])}")
     label_list = list(models[0]["labels"])
     data, positions, ticks, tick_labels = [], [], [], []
@@ -282,8 +309,8 @@ def plot_compare(report: dict, path: Path) -> None:
         box_ax.plot([pos] * len(values), values, ".", alpha=0.5, color="tab:blue")
     box_ax.set_xticks(ticks)
     box_ax.set_xticklabels(tick_labels, rotation=20, ha="right", fontsize=7)
-    box_ax.set_ylabel("Dice per validation case" + (f" ({', '.join(label_list)} per model)"
-                                                    if len(label_list) > 1 else f" ({label_list[0]})"))
+    box_ax.set_ylabel(f"Dice per {report['split']} case" + (f" ({', '.join(label_list)} per model)"
+                                                            if len(label_list) > 1 else f" ({label_list[0]})"))
     box_ax.set_ylim(-0.02, 1.02)
     dice = [m["foreground_mean"]["Dice"] for m in models]
     y = [d["folds"]["mean"] if d["folds"]["mean"] is not None else d["cases"]["mean"] for d in dice]

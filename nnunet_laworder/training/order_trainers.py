@@ -17,6 +17,10 @@ Its seeded sibling (batchgenerators' MultiThreadedAugmenter) seeds only numpy in
 augmentations draw from torch. nnU-Net's deterministic path is its SingleThreadedAugmenter (``nnUNet_n_proc_DA=0``),
 which a seeded run takes. ``nnUNet_laworder_seed`` (an integer, or ``none``) overrides the schedule's seed for a run.
 
+Epochs: ``nnUNet_laworder_epochs`` overrides a schedule's number of epochs for one run (the training-budget study
+gives each network the epochs that fit a wall-clock budget); train such runs under a plans copy of their own
+(``nnUNetPlans_<tag>``), so that the results folder says which.
+
 CPU threads: trainers of small networks (``small_network_threads``: MK-UNet, ORDER, and the diffusion segmenters of
 ``diffusion_seg_trainers``) train with ``nnUNet_laworder_cpu_threads`` torch threads (default 1) instead of the CPU
 count that ``nnUNetv2_train -device cpu`` sets; nnU-Net's default network keeps nnU-Net's threads.
@@ -39,6 +43,7 @@ from nnunet_laworder.training.nnunet_contract import overrides_nnunet, set_nnune
 
 SEED_VARIABLE = "nnUNet_laworder_seed"
 SHORT_SCHEDULE_SEED = 12345  # nnU-Net's own seed of its fold splits
+EPOCHS_VARIABLE = "nnUNet_laworder_epochs"
 CPU_THREADS_VARIABLE = "nnUNet_laworder_cpu_threads"
 # These networks' operations are tiny: a second thread saves little on a quiet CPU, and on a shared one every
 # operation waits for the slowest thread (two threads fighting for two busy cores ran about 10x slower than one).
@@ -107,12 +112,16 @@ class ScheduledTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.schedule is not None:
-            epochs, iterations, validation_iterations = self.schedule
-            # checkpoint_latest at least twice per run, so that `--c` can resume an interrupted short run
-            set_nnunet_attributes(self, num_epochs=epochs, num_iterations_per_epoch=iterations,
-                                  num_val_iterations_per_epoch=validation_iterations,
-                                  save_every=max(1, min(self.save_every, epochs // 2)))
+        epochs, iterations, validation_iterations = self.schedule or (
+            self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch)
+        if os.environ.get(EPOCHS_VARIABLE, "").strip():
+            epochs = integer_variable(EPOCHS_VARIABLE, 1, 100000)
+        # checkpoint_latest at least twice per run, so that `--c` can resume an interrupted short run
+        set_nnunet_attributes(self, num_epochs=epochs, num_iterations_per_epoch=iterations,
+                              num_val_iterations_per_epoch=validation_iterations,
+                              save_every=max(1, min(self.save_every, epochs // 2)))
+        self.print_to_log_file(f"schedule: {epochs} epochs x {iterations} iterations (class attribute schedule, "
+                               f"or ${EPOCHS_VARIABLE} for the epochs)")
         self.run_seed = configured_seed(self.seed)
         self.print_to_log_file(f"seed: {self.run_seed} (class attribute seed, or ${SEED_VARIABLE})")
 
@@ -195,6 +204,12 @@ class nnUNetTrainerORDER(nnUNetTrainerMKUNet):
 class nnUNetTrainer_cpu(ScheduledTrainer):
     """nnU-Net's default recipe and network on the `_cpu` budget: the baseline beside ORDER_cpu / MKUNet_cpu."""
     schedule = (20, 50, 4)
+    seed = SHORT_SCHEDULE_SEED
+
+
+# equal training time with nnUNetTrainer_cpu for a network whose step is about 2x dearer (ResEnc M in the ablation)
+class nnUNetTrainer_cpuhalf(ScheduledTrainer):
+    schedule = (10, 50, 4)
     seed = SHORT_SCHEDULE_SEED
 
 
