@@ -3,7 +3,8 @@ alone, with copy-paste augmentation (lesions of other training cases pasted on t
 cases (a training case plus one added lesion of another, composed and harmonised by a LAW generator trained on the
 budget's cases from noise level t0; t0 = 0 is the same composite without the generator) drawn with probability p.
 Every model validates on the same 40 real cases (fold 0's), and each method is paired case for case against real
-only (a case's Dice is its mean over the runs).
+only (a case's Dice is its mean over the runs); every model also predicts the scale's test split (``imagesTs`` of
+the real dataset, pairs no training or choice has seen), reported beside validation (``test`` in each row).
 
 A label budget is a fold of its own in the real dataset's splits_final.json (nnU-Net trains any fold the file
 holds): fold 0's validation cases and a seeded share of its training cases, the 10 % inside the 25 %; 100 % is fold
@@ -133,6 +134,27 @@ def paired_entry(reference: Dict[str, float], other: Dict[str, float]) -> dict:
     return {k: p[k] for k in ("mean_diff", "ci95", "improved", "equal", "worse")}
 
 
+def method_entries(models: Dict[str, List[dict]], training_cases: int) -> Dict[str, dict]:
+    """Dice of each method's runs (``compare`` model entries, on one split) and its pairings: against real only,
+    LAW's against copy-paste and against its composites without the generator."""
+    reference = averaged_cases(models["real"])
+    entries = {}
+    for method, trained in models.items():
+        cases = averaged_cases(trained)
+        entry = entries[method] = {"dice": float(np.mean(list(cases.values()))),
+                                   "runs": [m["foreground_mean"]["Dice"]["cases"]["mean"] for m in trained],
+                                   "training_cases": training_cases}
+        if method != "real":
+            entry["paired"] = paired_entry(reference, cases)
+        if method.startswith("law-") and "copy-paste" in models:  # what the generator adds over copy-paste
+            entry["paired_vs_copy_paste"] = paired_entry(averaged_cases(models["copy-paste"]), cases)
+        if method.startswith("law-"):  # and over its composites
+            composites = protocol_name(0.0, protocol_probability(method), method.endswith(COPY_PASTE_SUFFIX))
+            if method != composites and composites in models:
+                entry["paired_vs_" + composites] = paired_entry(averaged_cases(models[composites]), cases)
+    return entries
+
+
 def paired_cells(p: dict) -> str:
     return (f"{100 * p['mean_diff']:+.1f} [{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] | "
             f"{p['improved']} / {p['equal']} / {p['worse']} |")
@@ -200,30 +222,25 @@ def main(argv=None) -> int:
         r.run(r.preprocess_stages(dataset_id))
     r.run_parallel([stage(k) for k in law_models], known.jobs)
 
+    splits = ("validation", "test") if r.scale.test_cases else ("validation",)
+    if "test" in splits:  # every model predicts the real dataset's test split
+        r.run([stage for (segmenter, _, _, run), (dataset_id, configuration, trainer, fold, tag, _) in plan.items()
+               for stage in r.test_stages(dataset_id, segmenter, configuration, trainer, fold, run, tag)])
     rows: Dict[str, Dict[str, Dict[str, dict]]] = {}
     for segmenter in known.segmenters:
         for fraction in known.fractions:
-            models = {}
-            for (s, f, method, run), (dataset_id, configuration, trainer, fold, tag, _) in plan.items():
-                if (s, f) == (segmenter, fraction):
-                    models.setdefault(method, []).append(
-                        r.compare_one(dataset_id, configuration, trainer, fold, tag, run))
-            reference = averaged_cases(models["real"])
             entry = rows.setdefault(segmenter, {}).setdefault(str(fraction), {})
-            for method, trained in models.items():
-                cases = averaged_cases(trained)
-                entry[method] = {"dice": float(np.mean(list(cases.values()))),
-                                 "runs": [m["foreground_mean"]["Dice"]["cases"]["mean"] for m in trained],
-                                 "training_cases": len(budgets[fraction][0])}
-                if method != "real":
-                    entry[method]["paired"] = paired_entry(reference, cases)
-                if method.startswith("law-") and "copy-paste" in models:  # what the generator adds over copy-paste
-                    entry[method]["paired_vs_copy_paste"] = paired_entry(averaged_cases(models["copy-paste"]), cases)
-                if method.startswith("law-"):  # and over its composites
-                    composites = protocol_name(0.0, protocol_probability(method), method.endswith(COPY_PASTE_SUFFIX))
-                    if method != composites and composites in models:
-                        entry[method]["paired_vs_" + composites] = paired_entry(averaged_cases(models[composites]),
-                                                                                cases)
+            for split in splits:
+                models = {}
+                for (s, f, method, run), (dataset_id, configuration, trainer, fold, tag, _) in plan.items():
+                    if (s, f) == (segmenter, fraction):
+                        models.setdefault(method, []).append(
+                            r.compare_one(dataset_id, configuration, trainer, fold, tag, run, split))
+                for method, measured in method_entries(models, len(budgets[fraction][0])).items():
+                    if split == "validation":
+                        entry[method] = measured
+                    else:
+                        entry[method]["test"] = measured
     rows = merged_rows(r.results / f"{RESULTS_TAG}.json", r.scale.name, rows)
     r.write_table(RESULTS_TAG, "Where labels are scarce: real only vs copy-paste vs LAW added lesions", table(rows),
                   {"rows": rows, "budget_folds": {str(f): BUDGET_FOLDS[f] for f in BUDGET_FOLDS},
@@ -248,16 +265,19 @@ def merged_rows(file: Path, scale: str, rows: dict) -> dict:
 
 def table(rows: dict) -> List[str]:
     lines = ["| segmenter | labels | method | Dice (runs) | paired vs real, points [95% CI] | improved / equal / "
-             "worse | vs copy-paste |", "|---|---:|---|---:|---:|---:|---:|"]
+             "worse | vs copy-paste | test split: Dice, vs real |", "|---|---:|---|---:|---:|---:|---:|---:|"]
     for segmenter, fractions in rows.items():
         for fraction, methods in fractions.items():
             for method, entry in methods.items():
+                test = entry.get("test")
                 lines.append(
                     f"| {segmenter} | {float(fraction):.0%} ({entry['training_cases']}) | {method} | "
                     f"{100 * entry['dice']:.1f} ({', '.join(f'{100 * d:.1f}' for d in entry['runs'])}) | "
                     + (paired_cells(entry["paired"]) if "paired" in entry else "reference | |")
                     + (f" {paired_cells(entry['paired_vs_copy_paste']).split(' |')[0]} |"
-                       if "paired_vs_copy_paste" in entry else " |"))
+                       if "paired_vs_copy_paste" in entry else " |")
+                    + (f" {100 * test['dice']:.1f}" + (f", {paired_cells(test['paired']).split(' |')[0]}"
+                                                      if "paired" in test else "") + " |" if test else " |"))
     return lines
 
 

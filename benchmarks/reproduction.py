@@ -73,7 +73,7 @@ def downstream_row(real: List[dict], mixed: List[dict]) -> dict:
     dataset: the Dice of each (a case's Dice is its mean over the runs), the cases improved, and the paired
     difference on the same real validation cases (95% bootstrap interval)."""
     per_real, per_mixed = averaged_cases(real), averaged_cases(mixed)
-    assert set(per_real) == set(per_mixed), "the real validation cases must be the same in both datasets"
+    assert set(per_real) == set(per_mixed), "the real validation (or test) cases must be the same in both datasets"
     paired = paired_difference(per_real, per_mixed)
     return {"real": float(np.mean(list(per_real.values()))), "real_law": float(np.mean(list(per_mixed.values()))),
             "improved_cases": paired["improved"], "improved_or_equal": paired["improved"] + paired["equal"],
@@ -83,14 +83,17 @@ def downstream_row(real: List[dict], mixed: List[dict]) -> dict:
 
 
 def row_line(name: str, row: dict) -> str:
-    p = row["paired"]
+    p, test = row["paired"], row.get("test")
     return (f"| {name} | {100 * row['real']:.1f} | {100 * row['real_law']:.1f} | {100 * p['mean_diff']:+.1f} "
             f"[{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] | {row['improved_cases']} / {row['cases']} "
-            f"({row['improved_or_equal']} improved or equal) |")
+            f"({row['improved_or_equal']} improved or equal) | "
+            + (f"{100 * test['real']:.1f} -> {100 * test['real_law']:.1f}, "
+               f"{100 * test['paired']['mean_diff']:+.1f} [{100 * test['paired']['ci95'][0]:+.1f}, "
+               f"{100 * test['paired']['ci95'][1]:+.1f}] |" if test else "- |"))
 
 
-ROW_HEADER = ["| segmenter | Dice, real only | Dice, real + LAW | paired change, points [95% CI] | cases improved |",
-              "|---|---:|---:|---:|---:|"]
+ROW_HEADER = ["| segmenter | Dice, real only | Dice, real + LAW | paired change, points [95% CI] | cases improved | "
+              "test split: real -> real + LAW, change [95% CI] |", "|---|---:|---:|---:|---:|---:|"]
 
 
 def law_name(weighting: str) -> str:
@@ -454,14 +457,16 @@ class Reproduction:
         return json.loads(out.read_text())["models"]
 
     def compare_one(self, dataset_id: int, configuration: str, trainer: str, fold: int, tag: str = "",
-                    run: int = 0) -> dict:
-        """``nnunet-laworder compare`` of one model (one fold, run ``run``, plans tag ``tag``); its model entry."""
+                    run: int = 0, split: str = "validation") -> dict:
+        """``nnunet-laworder compare`` of one model (one fold, run ``run``, plans tag ``tag``) on a split; its model
+        entry."""
         plans = self.replicate_plans(dataset_id, run, tag)
-        out = self.results / "compare" / f"{dataset_id}_{trainer}__{plans}__{configuration}_f{fold}.json"
+        out = (self.results / "compare" / f"{dataset_id}_{trainer}__{plans}__{configuration}_f{fold}"
+                                          f"{'' if split == 'validation' else '_' + split}.json")
         out.parent.mkdir(exist_ok=True)
         run_stage(Stage(f"compare {out.stem}", ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c",
                                                 configuration, "-tr", trainer, "-p", plans, "-f", str(fold),
-                                                "--json", str(out)]), self.env, self.log)
+                                                "--split", split, "--json", str(out)]), self.env, self.log)
         (model,) = json.loads(out.read_text())["models"]
         return model
 
@@ -479,17 +484,26 @@ class Reproduction:
                                         max(1, round(ratio * n_real)))])
         self.run(self.preprocess_stages(dataset_id))
         runs = {name: self.scale.runs if name in replicate else 1 for name in segmenters}
-        models: Dict[str, Dict[int, List[dict]]] = {name: {REAL_ID: [], dataset_id: []} for name in segmenters}
+        splits = ("validation", "test") if self.scale.test_cases else ("validation",)
+        models = {(name, d, split): [] for name in segmenters for d in (REAL_ID, dataset_id) for split in splits}
         for run in range(max(runs.values())):
             trained = [name for name in segmenters if run < runs[name]]
             for d in (REAL_ID, dataset_id):
-                self.run(self.train_stages(d, trained, run))
-                report = self.compare(d, trained, f"real_vs_law{int(100 * ratio)}_{d}_r{run}", run=run)
-                for name, model in zip(trained, report["models"]):
-                    models[name][d].append(model)
+                self.run(self.train_stages(d, trained, run) + self.segmenter_test_stages(d, trained, run))
+                for split in splits:
+                    report = self.compare(d, trained, f"real_vs_law{int(100 * ratio)}_{d}_r{run}", run=run,
+                                          split=split)
+                    for name, model in zip(trained, report["models"]):
+                        models[(name, d, split)].append(model)
         kept = json.loads((self.work / "nnUNet_raw" / self.dataset(dataset_id) / "provenance.json").read_text())
-        rows = {name: dict(downstream_row(models[name][REAL_ID], models[name][dataset_id]), ratio=ratio,
-                           synthetic_cases=len(kept["cases"]), real_training_cases=n_real) for name in segmenters}
+        rows = {name: dict(downstream_row(models[(name, REAL_ID, "validation")],
+                                          models[(name, dataset_id, "validation")]),
+                           ratio=ratio, synthetic_cases=len(kept["cases"]), real_training_cases=n_real)
+                for name in segmenters}
+        if "test" in splits:  # the same real test cases for both datasets' models
+            for name in segmenters:
+                rows[name]["test"] = downstream_row(models[(name, REAL_ID, "test")],
+                                                    models[(name, dataset_id, "test")])
         return rows, len(kept["cases"])
 
     def write_table(self, tag: str, title: str, lines: List[str], data: dict) -> Path:
