@@ -199,7 +199,8 @@ def main(argv=None) -> int:
         # validation: the cases the choices (default variant, schedules) were made on; test: cases nothing chose on
         results[budget] = {**summarise(runs["validation"], networks),
                            "test": summarise(runs["test"], networks) if "test" in runs else None}
-    lines = [f"{n_runs} run(s) of {', '.join(extra.replicate)}, one of the others; the Dice of a case is its mean "
+    replicated = [n for n in extra.replicate if n in names]
+    lines = [f"{n_runs} run(s) of {', '.join(replicated) or 'none'}, one of the others; the Dice of a case is its mean "
              f"over a network's runs; differences are A - B over the same cases: the validation cases of the fold "
              f"(where ORDER's variant and the schedules were chosen) and the test split (imagesTs, "
              f"{r.scale.test_cases} pairs that no training or choice has seen).", ""]

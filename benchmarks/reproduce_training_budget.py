@@ -168,9 +168,9 @@ def main(argv=None) -> int:
                                            [s.model(run) for s in in_run], split)
                 for s, entry in zip(in_run, entries):
                     cases.setdefault((s.name, split), []).append(entry)
+        reference = averaged_cases(cases[(REFERENCE, "test")])
         for s in trained:
             test = averaged_cases(cases[(s.name, "test")])
-            reference = averaged_cases(cases[(REFERENCE, "test")])
             rows[s.name][f"{minutes:g}"] = {
                 "budget_minutes": minutes, "epochs": s.epochs, "seconds_per_epoch": seconds[s.name],
                 "runs": s.runs, "minutes_trained": [s.minutes_trained(run) for run in range(s.runs)],

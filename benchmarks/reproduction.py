@@ -337,11 +337,10 @@ class Reproduction:
         if name == base:
             return name
         folder = self.work / "nnUNet_preprocessed" / self.dataset(dataset_id)
-        plans = json.loads((folder / f"{base}.json").read_text())
+        plans = read_json(folder / f"{base}.json")
         plans["plans_name"] = name
-        text = json.dumps(plans, indent=4)
-        if not (folder / f"{name}.json").is_file() or (folder / f"{name}.json").read_text() != text:
-            (folder / f"{name}.json").write_text(text)
+        if not (folder / f"{name}.json").is_file() or read_json(folder / f"{name}.json") != plans:
+            save_json_atomic(plans, folder / f"{name}.json", indent=4)  # a training may be reading the old copy
         return name
 
     def model(self, dataset_id: int, name: str, configuration: str, trainer: str, run: int = 0, tag: str = ""
@@ -429,45 +428,46 @@ class Reproduction:
                 [self.scale.trainer(SEGMENTERS[name][1]) for name in segmenters],
                 [self.replicate_plans(dataset_id, run, base=plans_of(name)) for name in segmenters])
 
-    def compare(self, dataset_id: int, segmenters: List[str], tag: str,
-                benchmark_json: Optional[Path] = None, run: int = 0, split: str = "validation") -> dict:
-        """``nnunet-laworder compare`` of the segmenters' run ``run`` on a dataset and split (test: run
-        :meth:`test_stages` first); returns its JSON report."""
-        configurations, trainers, plans = self.models(segmenters, dataset_id, run)
-        out = self.results / f"{tag}{'' if split == 'validation' else '_' + split}_compare.json"
+    def compare_report(self, out: Path, models: List[Tuple[str, str, str]], split: str = "validation",
+                       dataset_id: int = REAL_ID, folds: Optional[Tuple[int, ...]] = None, paired: Optional[int] = None,
+                       png: bool = False, benchmark_json: Optional[Path] = None) -> dict:
+        """``nnunet-laworder compare`` of (configuration, trainer, plans) models on a dataset's folds (default: the
+        scale's) and a split (test: run :meth:`test_stages` first) into ``out``; its JSON report. ``paired``: the
+        index of the paired comparisons' reference; ``png``: its figure beside ``out``."""
+        configurations, trainers, plans = map(list, zip(*models))
         command = ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c", *configurations, "-tr", *trainers,
-                   "-p", *plans, "-f", *map(str, self.scale.folds), "--split", split, "--json", str(out),
-                   "--png", str(out.with_suffix(".png"))]
+                   "-p", *plans, "-f", *map(str, folds or self.scale.folds), "--split", split, "--json", str(out)]
+        if paired is not None:
+            command += ["--paired", "__".join((trainers[paired], plans[paired], configurations[paired]))]
+        if png:
+            command += ["--png", str(out.with_suffix(".png"))]
         if benchmark_json is not None:
             command += ["--benchmark-json", str(benchmark_json)]
-        run_stage(Stage(f"compare {tag}", command), self.env, self.log)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run_stage(Stage(f"compare {out.stem}", command), self.env, self.log)
         return json.loads(out.read_text())
+
+    def compare(self, dataset_id: int, segmenters: List[str], tag: str,
+                benchmark_json: Optional[Path] = None, run: int = 0, split: str = "validation") -> dict:
+        """:meth:`compare_report` of the segmenters' run ``run`` on a dataset and split, with its figure."""
+        out = self.results / f"{tag}{'' if split == 'validation' else '_' + split}_compare.json"
+        return self.compare_report(out, list(zip(*self.models(segmenters, dataset_id, run))), split, dataset_id,
+                                   png=True, benchmark_json=benchmark_json)
 
     def compare_models(self, tag: str, models: List[Tuple[str, str, str]], split: str = "validation",
                        paired: Optional[int] = None) -> List[dict]:
-        """``nnunet-laworder compare`` of (configuration, trainer, plans) models on the real dataset's folds and a
-        split (``paired``: the index of the paired comparisons' reference); their model entries, in order."""
-        configurations, trainers, plans = map(list, zip(*models))
-        out = self.results / f"{tag}_{split}_compare.json"
-        command = ["nnunet-laworder", "compare", "-d", str(REAL_ID), "-c", *configurations, "-tr", *trainers,
-                   "-p", *plans, "-f", *map(str, self.scale.folds), "--split", split, "--json", str(out)]
-        if paired is not None:
-            command += ["--paired", "__".join((trainers[paired], plans[paired], configurations[paired]))]
-        run_stage(Stage(f"compare {tag} ({split})", command), self.env, self.log)
-        return json.loads(out.read_text())["models"]
+        """:meth:`compare_report` of models on the real dataset; their model entries, in order."""
+        return self.compare_report(self.results / f"{tag}_{split}_compare.json", models, split,
+                                   paired=paired)["models"]
 
     def compare_one(self, dataset_id: int, configuration: str, trainer: str, fold: int, tag: str = "",
                     run: int = 0, split: str = "validation") -> dict:
-        """``nnunet-laworder compare`` of one model (one fold, run ``run``, plans tag ``tag``) on a split; its model
+        """:meth:`compare_report` of one model (one fold, run ``run``, plans tag ``tag``) on a split; its model
         entry."""
         plans = self.replicate_plans(dataset_id, run, tag)
         out = (self.results / "compare" / f"{dataset_id}_{trainer}__{plans}__{configuration}_f{fold}"
                                           f"{'' if split == 'validation' else '_' + split}.json")
-        out.parent.mkdir(exist_ok=True)
-        run_stage(Stage(f"compare {out.stem}", ["nnunet-laworder", "compare", "-d", str(dataset_id), "-c",
-                                                configuration, "-tr", trainer, "-p", plans, "-f", str(fold),
-                                                "--split", split, "--json", str(out)]), self.env, self.log)
-        (model,) = json.loads(out.read_text())["models"]
+        (model,) = self.compare_report(out, [(configuration, trainer, plans)], split, dataset_id, (fold,))["models"]
         return model
 
     def real_vs_law(self, ratio: float, segmenters: List[str], replicate: List[str]) -> Tuple[dict, int]:
