@@ -155,15 +155,7 @@ def plot(results: Dict[str, dict], path) -> None:
               for budget, result in results.items() for split in SPLITS if split == "validation" or result["test"]]
     fig, axes = plots.panels(len(panels), "ORDER ablation: paired per-case Dice differences (points)")
     for ax, (budget, result) in zip(axes, panels):
-        names = list(result["paired"])
-        means = [100 * result["paired"][n]["mean_diff"] for n in names]
-        errors = [[m - 100 * result["paired"][n]["ci95"][0] for n, m in zip(names, means)],
-                  [100 * result["paired"][n]["ci95"][1] - m for n, m in zip(names, means)]]
-        ax.errorbar(means, range(len(names)), xerr=errors, fmt="o", capsize=4)
-        ax.axvline(0, color="grey", linewidth=0.8)
-        ax.set_yticks(range(len(names)))
-        ax.set_yticklabels(names, fontsize=7)
-        ax.set_xlabel(f"{budget}: mean difference, 95% bootstrap interval")
+        plots.paired_differences(ax, result["paired"], f"{budget}: mean difference, 95% bootstrap interval")
     plots.save_figure(fig, path)
     plots.close(fig)
 

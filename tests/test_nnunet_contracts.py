@@ -16,12 +16,15 @@ from nnunet_helpers import tiny_2d_plans
 from nnunet_laworder.evaluation.complexity import nnunet_default_architecture
 from nnunet_laworder.evaluation.models import ModelIdentity
 from nnunet_laworder.evaluation.runner import Runner
-from nnunet_laworder.training import data_trainers, diffusion_seg_trainers, order_trainers
+from nnunet_laworder.training import data_trainers, diffusion_seg_trainers, order_trainers, recipe_trainers
 from nnunet_laworder.training.diffusion_seg_trainers import nnUNetTrainerCDAL_smoke, nnUNetTrainerSPAD_smoke
 from nnunet_laworder.training.nnunet_contract import OVERRIDE_MARK, overrides_nnunet, set_nnunet_attributes
 from nnunet_laworder.training.order_trainers import nnUNetTrainerORDER_smoke
+from nnunet_laworder.training.recipe_trainers import (nnUNetTrainerORDER_smoke_lr1e2, nnUNetTrainerORDER_smoke_noDA,
+                                                      nnUNetTrainerORDER_smoke_noDS)
 
-PLUGIN_TRAINERS = [cls for module in (order_trainers, diffusion_seg_trainers, data_trainers)
+PLUGIN_TRAINERS = [cls for module in (order_trainers, diffusion_seg_trainers, data_trainers,
+                                           recipe_trainers)
                    for cls in vars(module).values()
                    if inspect.isclass(cls) and issubclass(cls, nnUNetTrainer) and cls is not nnUNetTrainer]
 # the trainers build their networks in initialize(), which these tests do not call
@@ -69,6 +72,28 @@ def test_the_plugins_settings_land_in_nnunets_attributes(tmp_path, monkeypatch):
 
     with pytest.raises(RuntimeError, match="nnUNetTrainerSPAD_smoke has no attribute num_epoch "):
         set_nnunet_attributes(spad, num_epoch=1)
+
+
+def test_each_recipe_variant_changes_one_knob_in_nnunets_attributes(tmp_path, monkeypatch):
+    order = tiny_trainer(nnUNetTrainerORDER_smoke, tmp_path, monkeypatch)
+    lr = tiny_trainer(nnUNetTrainerORDER_smoke_lr1e2, tmp_path, monkeypatch)
+    no_ds = tiny_trainer(nnUNetTrainerORDER_smoke_noDS, tmp_path, monkeypatch)
+    no_da = tiny_trainer(nnUNetTrainerORDER_smoke_noDA, tmp_path, monkeypatch)
+    assert (lr.initial_lr, order.initial_lr, no_ds.initial_lr, no_da.initial_lr) == (1e-2, 3e-3, 3e-3, 3e-3)
+    assert order.enable_deep_supervision and not no_ds.enable_deep_supervision and no_da.enable_deep_supervision
+
+    rotation, dummy_2d, augmented_patch, mirror_axes = \
+        order.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    *_, plain_patch, no_da_mirror_axes = no_da.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    # augmentation crops a larger patch to rotate and scale; without it, the patch itself
+    assert tuple(plain_patch) == (16, 16) and all(a > p for a, p in zip(augmented_patch, plain_patch))
+    # inference mirrors as before: only training changes
+    assert no_da_mirror_axes == mirror_axes == (0, 1) and no_da.inference_allowed_mirroring_axes == (0, 1)
+    arguments = ((16, 16), rotation, None, mirror_axes, dummy_2d)
+    names = [type(t).__name__ for t in order.get_training_transforms(*arguments).transforms]
+    plain = [type(t).__name__ for t in no_da.get_training_transforms(*arguments).transforms]
+    assert "SpatialTransform" in names and "MirrorTransform" in names
+    assert plain == [type(t).__name__ for t in nnUNetTrainer.get_validation_transforms(None).transforms]
 
 
 def test_cdal_logs_its_gan_losses_through_nnunets_logger(tmp_path, monkeypatch):

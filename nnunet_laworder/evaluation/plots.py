@@ -1,4 +1,5 @@
-"""The cost / accuracy scatter that ``benchmark`` and ``compare`` both draw, nnU-Net's baseline marked."""
+"""The cost / accuracy scatter that ``benchmark`` and ``compare`` both draw, nnU-Net's baseline marked, and the
+paired-difference chart of the reproduction scripts."""
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -35,6 +36,20 @@ def scatter_models(ax, labels: Sequence[str], x: Sequence[Optional[float]], y: S
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
+
+
+def paired_differences(ax, paired: dict, xlabel: str) -> None:
+    """One row per pair (``{"A vs B": paired_difference(...)}``): its mean difference in points and its 95%
+    interval as a bar, 0 marked."""
+    names = list(paired)
+    means = [100 * paired[n]["mean_diff"] for n in names]
+    errors = [[m - 100 * paired[n]["ci95"][0] for n, m in zip(names, means)],
+              [100 * paired[n]["ci95"][1] - m for n, m in zip(names, means)]]
+    ax.errorbar(means, range(len(names)), xerr=errors, fmt="o", capsize=4)
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_xlabel(xlabel)
 
 
 def save_figure(fig, path: Path) -> None:

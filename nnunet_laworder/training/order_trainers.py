@@ -157,17 +157,44 @@ class ScheduledTrainer(nnUNetTrainer):
 
 
 class nnUNetTrainerMKUNet(ScheduledTrainer):
-    """Trains the configuration's MK-UNet (``nnunet-laworder plans -d ID -c 2d --arch mkunet``)."""
+    """Trains the configuration's MK-UNet (``nnunet-laworder plans -d ID -c 2d --arch mkunet``).
+
+    The recipe's knobs are class attributes, so that a recipe variant (``recipe_trainers``) changes one line."""
 
     network_class = MKUNet
     plans_arch = "mkunet"
     small_network_threads = True
+    learning_rate = 3e-3  # AdamW's, decayed by nnU-Net's poly schedule
+    # False: no training augmentation (nnU-Net's nnUNetTrainerNoDA: the validation transforms), while inference
+    # keeps nnU-Net's test-time mirroring, so that only training changes
+    training_augmentation = True
+    deep_supervision = True  # False: the loss on the full-resolution output only (nnUNetTrainerNoDeepSupervision)
 
     @overrides_nnunet
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        set_nnunet_attributes(self, initial_lr=3e-3, weight_decay=1e-4)
+        set_nnunet_attributes(self, initial_lr=self.learning_rate, weight_decay=1e-4,
+                              enable_deep_supervision=self.deep_supervision)
+
+    @overrides_nnunet
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if not self.training_augmentation:  # no rotation or scaling to crop from: the patch itself
+            initial_patch_size = tuple(self.configuration_manager.patch_size)
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
+    @overrides_nnunet
+    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,
+                                foreground_labels=None, regions=None, ignore_label=None):
+        if not self.training_augmentation:
+            return self.get_validation_transforms(deep_supervision_scales, is_cascaded, foreground_labels, regions,
+                                                  ignore_label)
+        return super().get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                               do_dummy_2d_data_aug, use_mask_for_norm, is_cascaded,
+                                               foreground_labels, regions, ignore_label)
 
     @classmethod
     @overrides_nnunet
