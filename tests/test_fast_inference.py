@@ -24,14 +24,18 @@ def trained_looking(net: nn.Module) -> nn.Module:
 
 
 def build(network_class, conv_op, deep_supervision=True):
+    torch.manual_seed(0)  # the convolutions' weights too: the same network whatever ran before in the process
     return trained_looking(network_class(3, 2, features_per_stage=ORDER_FEATURES, conv_op=conv_op,
                                          deep_supervision=deep_supervision))
 
 
 def assert_close(outputs, references):
+    # Folded batch norms and fused convolutions round differently in float32: over 12 unseeded ORDER draws the
+    # largest difference was 2e-7 to 1.6e-5 of the largest logit (the suite once failed at 1e-5). A wrong fold
+    # differs by the logits' own size.
     for o, r in zip(outputs, references):
         assert o.shape == r.shape and o.is_contiguous()
-        assert torch.allclose(o, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
+        assert torch.allclose(o, r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
 
 
 @pytest.mark.parametrize("network_class", [ORDER, MKUNet])
