@@ -7,7 +7,8 @@ cases (where the choice is made: a change is kept only if its interval lies abov
     python benchmarks/reproduce_order_recipe.py                      # cpu scale: every variant, one run each
     python benchmarks/reproduce_order_recipe.py --variants lr1e2 --runs 3
 
-* **Equal iterations is equal time** here: no variant changes the network or the batch, so a step costs the same.
+* **Equal iterations, about equal time**: no variant changes the network or the batch; without augmentation
+  or deep supervision an epoch costs somewhat less, which the comparison does not hand back as iterations.
 * **Runs**: ORDER trains ``--reference-runs`` times (default: 3 at cpu scale, the ablation's runs, reused where
   they exist), each variant ``--runs`` times (seed 12345 + k); a case's Dice is its mean over a model's runs.
 

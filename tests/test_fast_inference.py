@@ -31,11 +31,11 @@ def build(network_class, conv_op, deep_supervision=True):
 
 def assert_close(outputs, references):
     # Folded batch norms and fused convolutions round differently in float32: over 12 unseeded ORDER draws the
-    # largest difference was 2e-7 to 1.6e-5 of the largest logit (the suite once failed at 1e-5). A wrong fold
-    # differs by the logits' own size.
+    # largest difference was 2e-7 to 1.6e-5 of the largest logit (the suite once failed on such a draw), so build()
+    # seeds the network (seed 0: 2.4e-7 here). A wrong fold differs by the logits' own size.
     for o, r in zip(outputs, references):
         assert o.shape == r.shape and o.is_contiguous()
-        assert torch.allclose(o, r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
+        assert torch.allclose(o, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
 
 
 @pytest.mark.parametrize("network_class", [ORDER, MKUNet])
