@@ -20,9 +20,11 @@ seen), beside their validation Dice.
 Writes ``WORK/results/training_budget.{md,json,png}``: ``rows[network][minutes]`` with ``test_dice`` (mean over
 cases of the run-averaged case Dice), ``test_dice_per_run``, ``validation_dice``, ``epochs``, ``minutes_trained``
 (per run), ``runs`` and ``paired`` (against nnU-Net's default on the test cases: ``mean_diff``, ``ci95``,
-``improved``, ``equal``, ``worse``).
+``improved``, ``equal``, ``worse``). A study too long for one sitting runs budget by budget: each invocation keeps
+the rows of the budgets that earlier ones wrote there (and their run counts) and adds or replaces its own.
 """
 import argparse
+import json
 import re
 import statistics
 from pathlib import Path
@@ -110,6 +112,15 @@ def calibrate(r: Reproduction, names: List[str]) -> Dict[str, float]:
     return seconds
 
 
+def earlier_rows(path: Path, budgets: List[float]) -> Dict[str, Dict[str, dict]]:
+    """The rows of ``training_budget.json`` for the budgets this invocation does not train."""
+    if not path.is_file():
+        return {}
+    ours = {f"{m:g}" for m in budgets}
+    return {name: {minutes: row for minutes, row in by_budget.items() if minutes not in ours}
+            for name, by_budget in json.loads(path.read_text())["rows"].items()}
+
+
 def plot(rows: Dict[str, Dict[str, dict]], path: Path) -> None:
     """Test Dice against minutes trained: one line per network through its budgets' means, its runs as points."""
     fig, (ax,) = plots.panels(1, "Dice per training minute (test split)", width=7.0)
@@ -156,7 +167,9 @@ def main(argv=None) -> int:
     seconds = calibrate(r, names)
     studies = {(n, m): BudgetStudy(r, n, seconds[n], m, n_runs if n in extra.replicate else 1)
                for m in extra.budgets for n in names}
-    rows: Dict[str, Dict[str, dict]] = {n: {} for n in names}
+    rows = {n: {} for n in names}
+    for name, by_budget in earlier_rows(r.results / "training_budget.json", extra.budgets).items():
+        rows.setdefault(name, {}).update(by_budget)
     for minutes in extra.budgets:  # the shortest budget first: a complete curve early, longer budgets after
         trained = [s for (n, m), s in studies.items() if m == minutes]
         cases = {}
@@ -179,13 +192,15 @@ def main(argv=None) -> int:
                                       for m in cases[(s.name, "test")]],
                 "validation_dice": float(np.mean(list(averaged_cases(cases[(s.name, "validation")]).values()))),
                 "paired": None if s.name == REFERENCE else paired_difference(reference, test)}
+        rows = {n: dict(sorted(b.items(), key=lambda item: float(item[0]))) for n, b in rows.items()}
         plot(rows, r.results / "training_budget.png")  # after every budget: the curve so far
     lines = [f"Budgets in minutes of this machine's training (epoch time of each network's `{r.scale.trainer_suffix}`"
              f" schedule: " + ", ".join(f"{n} {s:.1f} s" for n, s in seconds.items()) + "); test Dice on "
              f"{r.scale.test_cases} held-out pairs, a case's Dice the mean over a network's runs; paired differences "
              f"against {REFERENCE} over the test cases.", "", *table(rows), "![budget](training_budget.png)"]
     r.write_table("training_budget", "Dice per training minute: ORDER, MK-UNet base, nnU-Net default, ResEnc M",
-                  lines, {"rows": rows, "seconds_per_epoch": seconds, "budgets": extra.budgets,
+                  lines, {"rows": rows, "seconds_per_epoch": seconds,
+                          "budgets": sorted({row["budget_minutes"] for b in rows.values() for row in b.values()}),
                           "replicated": extra.replicate})
     return 0
 

@@ -61,3 +61,17 @@ def test_test_split_is_seeded_disjoint_and_added_to_an_earlier_work_folder(repro
                                    str(model / "fold_0" / "test" / "predictions")]
     assert evaluate.command[:3] == ["nnUNetv2_evaluate_folder", str(labels), predict.command[4]]
     assert evaluate.command[-4:] == ["-o", str(predicted), "-np", "1"]  # one process each on a few CPU cores
+
+
+def test_training_budget_study_keeps_the_budgets_of_earlier_invocations(reproduction, tmp_path):
+    """A budget study runs budget by budget; each invocation replaces its own budgets' rows and keeps the others."""
+    import reproduce_training_budget as budget
+
+    path = tmp_path / "training_budget.json"
+    assert budget.earlier_rows(path, [10]) == {}
+    row = {"budget_minutes": 10, "runs": 3}
+    path.write_text('{"rows": {"ORDER": {"10": %s, "20": {"runs": 1}}, "MK-UNet base": {"20": {"runs": 1}}}}'
+                    % str(row).replace("'", '"'))
+    assert budget.earlier_rows(path, [20]) == {"ORDER": {"10": row}, "MK-UNet base": {}}
+    assert budget.earlier_rows(path, [10, 20]) == {"ORDER": {}, "MK-UNet base": {}}
+    assert budget.budget_tag(2.5) == "b2p5"
