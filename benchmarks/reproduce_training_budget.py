@@ -62,8 +62,13 @@ def parse(argv=None):
     return parse_args(__doc__.split("\n")[0], rest), known
 
 
+def budget_key(minutes: float) -> str:
+    """A budget's key in ``rows[network]`` (JSON keys are strings): 10.0 -> "10"."""
+    return f"{minutes:g}"
+
+
 def budget_tag(minutes: float) -> str:
-    return f"b{minutes:g}".replace(".", "p")
+    return f"b{budget_key(minutes)}".replace(".", "p")
 
 
 class BudgetStudy:
@@ -116,7 +121,7 @@ def earlier_rows(path: Path, budgets: List[float]) -> Dict[str, Dict[str, dict]]
     """The rows of ``training_budget.json`` for the budgets this invocation does not train."""
     if not path.is_file():
         return {}
-    ours = {f"{m:g}" for m in budgets}
+    ours = {budget_key(m) for m in budgets}
     return {name: {minutes: row for minutes, row in by_budget.items() if minutes not in ours}
             for name, by_budget in json.loads(path.read_text())["rows"].items()}
 
@@ -184,7 +189,7 @@ def main(argv=None) -> int:
         reference = averaged_cases(cases[(REFERENCE, "test")])
         for s in trained:
             test = averaged_cases(cases[(s.name, "test")])
-            rows[s.name][f"{minutes:g}"] = {
+            rows[s.name][budget_key(minutes)] = {
                 "budget_minutes": minutes, "epochs": s.epochs, "seconds_per_epoch": seconds[s.name],
                 "runs": s.runs, "minutes_trained": [s.minutes_trained(run) for run in range(s.runs)],
                 "test_dice": float(np.mean(list(test.values()))),
@@ -192,8 +197,8 @@ def main(argv=None) -> int:
                                       for m in cases[(s.name, "test")]],
                 "validation_dice": float(np.mean(list(averaged_cases(cases[(s.name, "validation")]).values()))),
                 "paired": None if s.name == REFERENCE else paired_difference(reference, test)}
-        rows = {n: dict(sorted(b.items(), key=lambda item: float(item[0]))) for n, b in rows.items()}
         plot(rows, r.results / "training_budget.png")  # after every budget: the curve so far
+    rows = {n: dict(sorted(b.items(), key=lambda item: float(item[0]))) for n, b in rows.items()}  # table order
     lines = [f"Budgets in minutes of this machine's training (epoch time of each network's `{r.scale.trainer_suffix}`"
              f" schedule: " + ", ".join(f"{n} {s:.1f} s" for n, s in seconds.items()) + "); test Dice on "
              f"{r.scale.test_cases} held-out pairs, a case's Dice the mean over a network's runs; paired differences "

@@ -1,5 +1,6 @@
 """benchmarks/reproduction.py: a scale's Kvasir-SEG test split, and the stages that add it to a work folder and test
 a model on it, run as the reproduction scripts run them (in process here: they are ``nnunet-laworder`` commands)."""
+import json
 import random
 
 import numpy as np
@@ -70,8 +71,8 @@ def test_training_budget_study_keeps_the_budgets_of_earlier_invocations(reproduc
     path = tmp_path / "training_budget.json"
     assert budget.earlier_rows(path, [10]) == {}
     row = {"budget_minutes": 10, "runs": 3}
-    path.write_text('{"rows": {"ORDER": {"10": %s, "20": {"runs": 1}}, "MK-UNet base": {"20": {"runs": 1}}}}'
-                    % str(row).replace("'", '"'))
+    earlier = {"ORDER": {"10": row, "20": {"runs": 1}}, "MK-UNet base": {"20": {"runs": 1}}}
+    path.write_text(json.dumps({"rows": earlier}))
     assert budget.earlier_rows(path, [20]) == {"ORDER": {"10": row}, "MK-UNet base": {}}
     assert budget.earlier_rows(path, [10, 20]) == {"ORDER": {}, "MK-UNet base": {}}
     assert budget.budget_tag(2.5) == "b2p5"
